@@ -1,0 +1,36 @@
+"""wa-gateway: a WhatsApp notification gateway.
+
+This package namespace is the public plugin API: a provider plugin imports from here
+(and from `wa_gateway.testing` in its tests), never from the modules behind it.
+"""
+
+from .hookspecs import hookimpl
+from .http_provider import HttpAnswer, HttpProvider, parse_retry_after
+from .models import Notification, Target
+from .provider import (
+    Capabilities,
+    PermanentError,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    ProviderError,
+    Receipt,
+    TransientError,
+)
+
+__all__ = [
+    "Capabilities",
+    "HttpAnswer",
+    "HttpProvider",
+    "Notification",
+    "PermanentError",
+    "Provider",
+    "ProviderConfig",
+    "ProviderConfigError",
+    "ProviderError",
+    "Receipt",
+    "Target",
+    "TransientError",
+    "hookimpl",
+    "parse_retry_after",
+]

@@ -1,0 +1,257 @@
+"""The `wa-gateway` command. A mistake the user can fix is one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from .broker import BrokerUnavailable, TopologyMismatch
+from .gateway import STOPPING, ApiError, build_notification, make_app
+from .models import NotifyRequest
+from .plugins import PluginSet, UnknownProvider, make_plugin_manager
+from .provider import Provider, ProviderConfigError
+from .services import Services
+from .settings import ConfigError, Settings, load_settings
+from .worker import Worker
+
+log = logging.getLogger("wa_gateway")
+
+
+class UserError(Exception):
+    """Shown as `wa-gateway: error: <message>` with exit status 2, no traceback."""
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _services(settings: Settings, plugins: PluginSet, name: str) -> Services:
+    try:
+        return Services(settings, plugins, connection_name=name)
+    except UnknownProvider as exc:
+        raise UserError(f"WA_PROVIDER: {exc}") from None
+
+
+def _providers(settings: Settings, plugins: PluginSet) -> tuple[Provider, Provider | None]:
+    """Build the primary (and fallback) provider now, so bad credentials stop start-up."""
+    try:
+        primary = plugins.create(settings.wa_provider, settings.provider_config())
+    except UnknownProvider as exc:
+        raise UserError(f"WA_PROVIDER: {exc}") from None
+    except ProviderConfigError as exc:
+        raise UserError(f"provider {settings.wa_provider!r}: {exc}") from None
+    fallback = None
+    if settings.wa_fallback_provider:
+        try:
+            fallback = plugins.create(settings.wa_fallback_provider, settings.provider_config(fallback=True))
+        except UnknownProvider as exc:
+            raise UserError(f"WA_FALLBACK_PROVIDER: {exc}") from None
+        except ProviderConfigError as exc:
+            raise UserError(f"fallback provider {settings.wa_fallback_provider!r}: {exc}") from None
+    return primary, fallback
+
+
+async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: PluginSet | None = None) -> None:
+    """Run the gateway, the worker, or both, until SIGTERM/SIGINT; then stop cleanly."""
+    if serve and not settings.api_keys and not _is_loopback(settings.gateway_host):
+        raise UserError(
+            f"GATEWAY_API_KEYS is empty but GATEWAY_HOST={settings.gateway_host} is not loopback; "
+            "set API keys or listen on 127.0.0.1"
+        )
+    plugins = plugins if plugins is not None else make_plugin_manager()
+    name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
+    services = _services(settings, plugins, name)
+    primary, fallback = _providers(settings, plugins)
+    if not work:
+        await primary.close()
+        if fallback is not None:
+            await fallback.close()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    failure: list[BaseException] = []
+
+    async with services.opened():
+        watch = asyncio.create_task(_watch_broker(services, stop, failure))
+        runner = None
+        if serve:
+            app = make_app(services)
+            runner = web.AppRunner(app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+            try:
+                await site.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise UserError(
+                    f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc.strerror}"
+                ) from None
+            log.info("gateway listening on http://%s:%s", settings.gateway_host, settings.gateway_port)
+        worker = Worker(services, primary, fallback=fallback) if work else None
+        worker_start = asyncio.create_task(worker.start()) if worker else None
+        await stop.wait()
+        log.info("stopping: no new requests, finishing in-flight work")
+        if runner is not None:
+            app[STOPPING]["value"] = True
+            await runner.cleanup()
+        if worker is not None and worker_start is not None:
+            if not worker_start.done():
+                worker_start.cancel()
+            await asyncio.gather(worker_start, return_exceptions=True)
+            await worker.stop(settings.wa_shutdown_timeout)
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    if failure:
+        raise UserError(str(failure[0]))
+    log.info("stopped")
+
+
+async def _watch_broker(services: Services, stop: asyncio.Event, failure: list[BaseException]) -> None:
+    """Stop the process with one line when the broker holds an incompatible topology."""
+    try:
+        await services.broker.wait_connected()
+    except TopologyMismatch as exc:
+        failure.append(exc)
+        stop.set()
+
+
+async def send_one(settings: Settings, to: str, text: str) -> str:
+    plugins = make_plugin_manager()
+    services = _services(settings, plugins, "wa-gateway send")
+    try:
+        notification = build_notification(services, NotifyRequest(to=to, text=text))
+    except ApiError as exc:
+        raise UserError(exc.detail) from None
+    async with services.opened():
+        try:
+            await services.broker.wait_connected(timeout=10)
+        except asyncio.TimeoutError:
+            raise UserError(f"RabbitMQ at {_safe_url(settings.amqp_url)} did not answer within 10 s") from None
+        except TopologyMismatch as exc:
+            raise UserError(str(exc)) from None
+        try:
+            await services.publisher.publish_notification(notification)
+        except BrokerUnavailable as exc:
+            raise UserError(str(exc)) from None
+    return notification.id
+
+
+def _safe_url(url: str) -> str:
+    """The AMQP URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def providers_table(plugins: PluginSet, configured: str | None = None) -> str:
+    rows = [("provider", "groups", "max text", "send rate/s", "")]
+    for name in sorted(plugins.providers):
+        caps = plugins.capabilities(name)
+        rate = "unlimited" if caps.send_rate == float("inf") else f"{caps.send_rate:g}"
+        rows.append((name, "yes" if caps.groups else "no", str(caps.max_text_length), rate,
+                     "(configured)" if name == configured else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for problem in plugins.problems:
+        lines.append(f"broken plugin: {problem}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wa-gateway", description="WhatsApp notification gateway")
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="run the HTTP gateway")
+    commands.add_parser("worker", help="run the consumer that sends messages")
+    commands.add_parser("run", help="gateway and worker in one process")
+    commands.add_parser("providers", help="installed providers and their capabilities")
+    send = commands.add_parser("send", help="queue one message")
+    send.add_argument("--to", required=True, help="alias, or number/group id when raw targets are allowed")
+    send.add_argument("--text", required=True)
+    from . import dlq, status  # registered here so each command lives in its own module
+
+    status.add_parser(commands)
+    dlq.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except (UserError, ConfigError, TopologyMismatch) as exc:
+        print(f"wa-gateway: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    env_file = args.env_file if args.env_file else None
+    if args.command == "providers":
+        settings = _settings_or_none(env_file)
+        print(providers_table(make_plugin_manager(), settings.wa_provider if settings else None))
+        return 0
+    settings = load_settings(env_file)
+    handlers: dict[str, Callable[[], int]] = {
+        "serve": lambda: _run(run_process(settings, serve=True, work=False)),
+        "worker": lambda: _run(run_process(settings, serve=False, work=True)),
+        "run": lambda: _run(run_process(settings, serve=True, work=True)),
+        "send": lambda: _print_id(asyncio.run(send_one(settings, args.to, args.text))),
+    }
+    if args.command in handlers:
+        return handlers[args.command]()
+    return int(args.handler(settings, args))
+
+
+def _settings_or_none(env_file: str | None) -> Settings | None:
+    with contextlib.suppress(ConfigError):
+        return load_settings(env_file)
+    return None
+
+
+def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
+    asyncio.run(coroutine)
+    return 0
+
+
+def _print_id(notification_id: str) -> int:
+    print(f"queued {notification_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""`wa-gateway dlq list | replay | purge`: the operator's tools for the dead-letter queue.
+
+Reading uses basic.get without ack and closes the channel at the end, so every
+message not explicitly taken goes back where it was: `list` leaves the queue as it
+was, and an interrupted `replay` loses nothing (a dead copy is acked only after its
+replay copy was confirmed in the work queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from .broker import BrokerUnavailable
+from .models import DeliveryStatus
+from .plugins import make_plugin_manager
+from .services import Services
+from .settings import Settings
+
+REASON_HEADERS = ("x-attempts", "x-error", "x-last-error", "x-provider", "x-provider-status",
+                  "x-provider-code", "x-first-failed-at", "x-dead-at", "x-death")
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    id: str
+    target: str
+    reason: str
+    attempts: int
+    first_failed_at: str
+
+    @classmethod
+    def read(cls, message: AbstractIncomingMessage) -> DeadMessage:
+        headers = message.headers or {}
+        try:
+            body = json.loads(message.body)
+            target = str(body.get("to", "?")) if isinstance(body, dict) else "?"
+        except ValueError:
+            target = "(unparseable)"
+        return cls(
+            id=message.message_id or "?",
+            target=target,
+            reason=str(headers.get("x-error", _death_reason(headers))),
+            attempts=int(headers.get("x-attempts", 0) or 0),
+            first_failed_at=str(headers.get("x-first-failed-at", "")),
+        )
+
+
+def _death_reason(headers: dict[str, Any]) -> str:
+    """RabbitMQ's own reason (delivery_limit, expired …) for messages it dead-lettered."""
+    deaths = headers.get("x-death") or []
+    if deaths and isinstance(deaths[0], dict):
+        return f"{deaths[0].get('reason', 'unknown')} (dead-lettered by RabbitMQ)"
+    return "unknown"
+
+
+@contextlib.asynccontextmanager
+async def _dead_messages(services: Services) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]]]:
+    """Every message of the dead queue, unacked; the ones not acked go back on exit."""
+    try:
+        await services.broker.wait_connected(timeout=10)
+    except asyncio.TimeoutError:
+        raise BrokerUnavailable("RabbitMQ did not answer within 10 s") from None
+    channel = await services.broker.channel()
+    try:
+        queue = await channel.declare_queue(services.topology.dead, durable=True)
+        messages = []
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            messages.append(message)
+        yield channel, messages
+    finally:
+        await channel.close()
+
+
+async def list_dead(services: Services) -> list[DeadMessage]:
+    async with services.opened(), _dead_messages(services) as (_, messages):
+        return [DeadMessage.read(m) for m in messages]
+
+
+async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> list[DeadMessage]:
+    """Send dead messages back to the work queue with their attempts reset."""
+    replayed = []
+    async with services.opened(), _dead_messages(services) as (_, messages):
+        for message in messages:
+            if ids is not None and message.message_id not in ids:
+                continue
+            replayed.append(DeadMessage.read(message))
+            if dry_run:
+                continue
+            headers = {k: v for k, v in (message.headers or {}).items() if k not in REASON_HEADERS}
+            headers["x-replayed"] = True
+            await services.publisher.publish(
+                message.body,
+                message_id=message.message_id or "",
+                exchange=services.topology.work,
+                routing_key=services.topology.work,
+                headers=headers,
+            )
+            await message.ack()
+            if message.message_id:
+                await services.store.put_status(DeliveryStatus(id=message.message_id, status="queued"))
+    return replayed
+
+
+async def purge(services: Services) -> int:
+    async with services.opened():
+        await services.broker.wait_connected(timeout=10)
+        channel = await services.broker.channel()
+        try:
+            queue = await channel.declare_queue(services.topology.dead, durable=True)
+            result = await queue.purge()
+            return int(result.message_count)
+        finally:
+            await channel.close()
+
+
+def table(messages: list[DeadMessage]) -> str:
+    rows = [("id", "target", "attempts", "first failure", "reason")]
+    rows += [(m.id, m.target, str(m.attempts), m.first_failed_at, m.reason) for m in messages]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    )
+
+
+def _services(settings: Settings) -> Services:
+    return Services(settings, make_plugin_manager(), connection_name="wa-gateway dlq")
+
+
+def handle(settings: Settings, args: argparse.Namespace) -> int:
+    from .cli import UserError
+
+    services = _services(settings)
+    try:
+        if args.dlq_command == "list":
+            messages = asyncio.run(list_dead(services))
+            print(table(messages) if messages else f"{services.topology.dead} is empty")
+        elif args.dlq_command == "replay":
+            if not args.all and not args.id:
+                raise UserError("say which messages: --id ID (repeatable) or --all")
+            ids = None if args.all else set(args.id)
+            done = asyncio.run(replay(services, ids, dry_run=args.dry_run))
+            verb = "would replay" if args.dry_run else "replayed"
+            print(f"{verb} {len(done)} message(s)")
+            for m in done:
+                print(f"  {m.id}  {m.target}  ({m.reason})")
+            missing = (ids or set()) - {m.id for m in done}
+            if missing:
+                raise UserError(f"not in {services.topology.dead}: {', '.join(sorted(missing))}")
+        elif args.dlq_command == "purge":
+            if not args.yes:
+                raise UserError("purge deletes every dead message for good; add --yes to do it")
+            print(f"purged {asyncio.run(purge(services))} message(s)")
+    except BrokerUnavailable as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="list, replay or purge dead messages")
+    dlq.set_defaults(handler=handle)
+    sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    sub.add_parser("list", help="show dead messages (the queue stays as it was)")
+    rep = sub.add_parser("replay", help="send dead messages back to the work queue")
+    rep.add_argument("--id", action="append", help="a message id (repeatable)")
+    rep.add_argument("--all", action="store_true", help="every dead message")
+    rep.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    pur = sub.add_parser("purge", help="delete every dead message")
+    pur.add_argument("--yes", action="store_true", help="confirm")

@@ -1,0 +1,250 @@
+"""The HTTP gateway: validate, publish with a confirm, answer 202. Never calls WhatsApp.
+
+`make_app(services)` builds the aiohttp application; the long-lived resources (AMQP
+connection, store) belong to `Services` and are opened and closed in one cleanup
+context, so `run` can share them between the gateway and the worker.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from .broker import BrokerUnavailable
+from .models import DeliveryStatus, Notification, NotifyRequest, Queued, Target
+from .services import Services
+from .targets import InvalidTarget, resolve_target
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+RETRY_AFTER_SECONDS = "5"
+
+SERVICES = web.AppKey("services", Services)
+STOPPING = web.AppKey("stopping", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, stable code, one sentence for the caller."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON {"error", "detail"}; tracebacks stay in the log."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        if exc.status == 413:
+            detail = f"the body is larger than {MAX_BODY} bytes"
+        else:
+            detail = exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, code, detail, headers)
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "unexpected error; it has been logged")
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def key_matches(token: str, keys: list[str]) -> bool:
+    """Compare against every key in constant time, so timing reveals neither key nor index."""
+    candidate = token.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.encode())
+    return matched
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """GATEWAY_API_KEYS guards /notify; probes and metrics stay open."""
+    keys = request.app[SERVICES].settings.api_keys
+    if keys and request.path.startswith("/notify"):
+        token = _bearer_token(request)
+        if token is None or not key_matches(token, keys):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer <key>)",
+                {"WWW-Authenticate": 'Bearer realm="wa-gateway"'},
+            )
+        request["api_key"] = token
+    return await handler(request)
+
+
+async def read_json_object(request: web.Request) -> dict:
+    """The body as a JSON object, or the right 4xx: 415, 413, 400 or 422."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    charset = request.charset
+    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", "the body must be UTF-8")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_field", "the body must be a JSON object")
+    return body
+
+
+def describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def check_capabilities(services: Services, target: Target, text: str) -> None:
+    """Refuse what the configured provider cannot deliver, rather than queue a dead message."""
+    name = services.settings.wa_provider
+    capabilities = services.capabilities
+    if target.kind == "group" and not capabilities.groups:
+        raise ApiError(422, "invalid_field", f"to: provider {name!r} cannot send to WhatsApp groups")
+    if target.kind == "phone" and not capabilities.phone_numbers:
+        raise ApiError(422, "invalid_field", f"to: provider {name!r} cannot send to phone numbers")
+    if len(text) > capabilities.max_text_length:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"text: {len(text)} characters, provider {name!r} accepts at most "
+            f"{capabilities.max_text_length}",
+        )
+
+
+def build_notification(services: Services, request: NotifyRequest) -> Notification:
+    settings = services.settings
+    if request.event is not None:
+        raise ApiError(422, "invalid_field", "event: events are not configured on this gateway")
+    assert request.to is not None and request.text is not None  # guaranteed by the model
+    try:
+        target = resolve_target(
+            request.to,
+            settings.group_aliases,
+            allow_raw=settings.wa_allow_raw_targets,
+            default_country=settings.wa_default_country,
+        )
+    except InvalidTarget as exc:
+        raise ApiError(422, "invalid_field", f"to: {exc}") from None
+    check_capabilities(services, target, request.text)
+    return Notification(id=str(uuid.uuid4()), to=request.to, target=target, text=request.text)
+
+
+def _unavailable(detail: str) -> ApiError:
+    return ApiError(503, "unavailable", detail, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+async def post_notify(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if request.app[STOPPING]["value"]:
+        raise _unavailable("the gateway is shutting down; try again")
+    body = await read_json_object(request)
+    try:
+        notify = NotifyRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_field", describe(exc)) from None
+    notification = build_notification(services, notify)
+    await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
+    try:
+        await services.publisher.publish_notification(notification)
+    except BrokerUnavailable as exc:
+        await services.store.forget_status(notification.id)
+        raise _unavailable(f"the message queue is unavailable ({exc}); nothing was queued") from None
+    answer = Queued(id=notification.id)
+    return web.json_response(answer.model_dump(), status=202)
+
+
+async def get_notify(request: web.Request) -> web.Response:
+    notification_id = request.match_info["id"]
+    status = await request.app[SERVICES].store.get_status(notification_id)
+    if status is None:
+        raise ApiError(404, "not_found", f"no notification with id {notification_id!r}")
+    return web.json_response(json.loads(status.model_dump_json(exclude_none=True)))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    detail = services.readiness()
+    ready = detail["broker"] == "connected" and not request.app[STOPPING]["value"]
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", **detail}, status=200 if ready else 503
+    )
+
+
+def make_app(services: Services) -> web.Application:
+    """The aiohttp application; `services` are opened and closed with it."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors, bearer_auth])
+    app[SERVICES] = services
+    app[STOPPING] = {"value": False}
+    app.router.add_post("/notify", post_notify)
+    app.router.add_get("/notify/{id}", get_notify)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        async with services.opened():
+            yield
+
+    async def stop_accepting(app: web.Application) -> None:
+        app[STOPPING]["value"] = True
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(stop_accepting)
+    return app

@@ -1,0 +1,213 @@
+"""Shared plumbing for providers that speak HTTP: one reused session, timeouts, and
+transport failures turned into TransientError, so each plugin only maps its own
+answers and error codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiohttp
+
+from .provider import (
+    PermanentError,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    ProviderError,
+    TransientError,
+)
+
+if TYPE_CHECKING:
+    from .models import Notification
+
+_SNIPPET_LENGTH = 200
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A provider's HTTP answer, read in full while the connection was open."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (an HTML error page …)."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object, or {} when it is anything else, so callers can `.get`."""
+        body = self.json()
+        return body if isinstance(body, dict) else {}
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def retry_after(self) -> float | None:
+        return parse_retry_after(self.headers.get("Retry-After"))
+
+    @property
+    def snippet(self) -> str:
+        """The start of the body on one line, to show an unexpected answer (an HTML page …)."""
+        text = _WHITESPACE.sub(" ", self.text).strip()
+        return text if len(text) <= _SNIPPET_LENGTH else text[:_SNIPPET_LENGTH] + "…"
+
+
+def is_transient_status(status: int) -> bool:
+    """HTTP statuses that mean "try later" when the provider's own code says nothing."""
+    return status in (408, 425, 429) or status >= 500
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpProvider(Provider):
+    """A Provider with one aiohttp ClientSession, created on first use and reused.
+
+    A subclass declares its error codes in `transient_codes` / `permanent_codes` and
+    raises `self.failure(answer, message, code=…)`; codes in neither set follow
+    `unknown_codes_transient`, and by default the HTTP status (429 and 5xx retry).
+    """
+
+    user_agent = "wa-gateway"
+    default_api_url: str | None = None
+    """The provider's real base URL; WA_API_URL (config.api_url) replaces it."""
+    transient_codes: ClassVar[frozenset[str]] = frozenset()
+    """Provider error codes that mean "try later": rate limits, temporary outages."""
+    permanent_codes: ClassVar[frozenset[str]] = frozenset()
+    """Provider error codes that mean "never retry": bad credentials, bad recipient …"""
+    unknown_codes_transient: ClassVar[bool | None] = None
+    """How to treat a code in neither set; None decides by the HTTP status."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(
+                total=self.config.total_timeout, sock_connect=self.config.connect_timeout
+            )
+            self._session = aiohttp.ClientSession(
+                timeout=timeout,
+                headers={"User-Agent": self.user_agent},
+                # UTF-8 JSON, not \u escapes: the text reaches the provider byte for byte.
+                json_serialize=functools.partial(json.dumps, ensure_ascii=False),
+            )
+        return self._session
+
+    @property
+    def base_url(self) -> str:
+        """WA_API_URL when set (tests point it at a fake), else the real API."""
+        url = self.config.api_url or self.default_api_url
+        if not url:
+            raise ProviderConfigError(f"WA_API_URL is not set; the {self.name} provider needs it")
+        return url.rstrip("/")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in an error message; extend it for other keys."""
+        return (self.config.api_key,) if self.config.api_key else ()
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def check_servable(self, message: Notification) -> None:
+        """Refuse, as PermanentError, what the capabilities exclude.
+
+        The gateway answers 422 for these before queueing; this guards messages queued
+        while another provider was configured, so they die at once instead of retrying.
+        """
+        capabilities = self.capabilities
+        kind = message.target.kind
+        if (kind == "group" and not capabilities.groups) or (
+            kind == "phone" and not capabilities.phone_numbers
+        ):
+            raise PermanentError(f"the {self.name} provider cannot send to a {kind}")
+        if len(message.text) > capabilities.max_text_length:
+            raise PermanentError(
+                f"the text has {len(message.text)} characters; the {self.name} provider "
+                f"accepts at most {capabilities.max_text_length}"
+            )
+
+    def failure(
+        self,
+        answer: HttpAnswer,
+        message: str | None = None,
+        *,
+        code: str | int | None = None,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+    ) -> ProviderError:
+        """The error to raise for a failed answer, keeping the provider's status, code and words.
+
+        Classified by `code` (see the class docstring) unless `transient` says otherwise;
+        `retry_after` defaults to the Retry-After header. Secrets are redacted.
+        """
+        code = None if code is None or str(code).strip() == "" else str(code).strip()
+        if transient is None:
+            transient = self.is_transient(code, answer.status)
+        text = self.redact(message or f"unexpected HTTP {answer.status} answer: {answer.snippet}")
+        if transient:
+            return TransientError(
+                text,
+                provider_status=answer.status,
+                provider_code=code,
+                retry_after=answer.retry_after if retry_after is None else retry_after,
+            )
+        return PermanentError(text, provider_status=answer.status, provider_code=code)
+
+    def is_transient(self, code: str | None, status: int) -> bool:
+        if code in self.transient_codes:
+            return True
+        if code in self.permanent_codes:
+            return False
+        if code is not None and self.unknown_codes_transient is not None:
+            return self.unknown_codes_transient
+        return is_transient_status(status)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> HttpAnswer:
+        """Send one request; a network error or timeout becomes a TransientError."""
+        try:
+            async with self.session.request(method, url, **kwargs) as response:
+                text = await response.text(encoding="utf-8", errors="replace")
+                return HttpAnswer(response.status, dict(response.headers), text)
+        except asyncio.TimeoutError as exc:
+            raise TransientError(f"{self.name}: no answer within the timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

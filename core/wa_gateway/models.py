@@ -1,0 +1,119 @@
+"""Pydantic models of the HTTP API and of the queued message.
+
+`Notification` is the one message format on the queue: the gateway writes it, the
+worker reads it, and its `v` field lets a future format live beside this one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TEXT_LENGTH = 4096
+"""The longest text any provider accepts (Meta's limit); providers may declare less."""
+
+
+class Target(BaseModel):
+    """Where a message goes, already validated and normalised."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["phone", "group"]
+    address: str = Field(description="E.164 with '+' for a phone, '<digits>@g.us' for a group")
+
+    @property
+    def digits(self) -> str:
+        """The phone number without '+' (country code first), as Watzap and Meta want it."""
+        return self.address.lstrip("+")
+
+
+class NotifyRequest(BaseModel):
+    """Body of POST /notify: either `to` + `text`, or `event` + `data`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="An alias (WA_GROUP_<NAME>_ID), or an E.164 number / group id when raw targets are allowed",
+        examples=["logistic"],
+    )
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description="The message, UTF-8, WhatsApp formatting allowed",
+        examples=["🆕 *REQUEST BARU*\nID: 42\nOleh: Budi"],
+    )
+    event: str | None = Field(
+        default=None, min_length=1, max_length=128, description="An event name from the events file"
+    )
+    data: dict[str, Any] | None = Field(default=None, description="Values the event's template uses")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> NotifyRequest:
+        if self.event is not None:
+            if self.to is not None or self.text is not None:
+                raise ValueError("send either 'event' (+ 'data') or 'to' + 'text', not both")
+            return self
+        if self.data is not None:
+            raise ValueError("'data' goes with 'event'")
+        if self.to is None or self.text is None:
+            raise ValueError("'to' and 'text' are required (or 'event' with 'data')")
+        if not self.text.strip():
+            raise ValueError("'text' is empty")
+        if "\x00" in self.text:
+            raise ValueError("'text' contains a NUL character")
+        return self
+
+
+class Notification(BaseModel):
+    """The queued message (format version 1). Its body never changes on the way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    id: str
+    to: str = Field(description="The target as the caller named it (alias or raw)")
+    target: Target
+    text: str
+    event: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Notification:
+        return cls.model_validate_json(body)
+
+
+class Queued(BaseModel):
+    """202 answer: the broker confirmed the message."""
+
+    id: str
+    status: Literal["queued"] = "queued"
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer: a stable code for programs and a sentence for people."""
+
+    error: str
+    detail: str
+
+
+class DeliveryStatus(BaseModel):
+    """Answer of GET /notify/{id}."""
+
+    id: str
+    status: Literal["queued", "retrying", "sent", "dead"]
+    attempts: int = 0
+    next_try_at: datetime | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    reason: str | None = None
+    updated_at: datetime | None = None

@@ -1,0 +1,45 @@
+"""Per-provider send pacing: WhatsApp numbers get banned when they burst.
+
+One RateLimiter per provider is shared by every prefetched message, so the pace
+holds however many messages the worker holds; waiting tasks sleep, they don't spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+
+class RateLimiter:
+    """Token bucket: at most `rate` sends per second, with bursts of up to `burst`."""
+
+    def __init__(
+        self, rate: float, *, burst: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._next_free = -math.inf
+
+    @property
+    def unlimited(self) -> bool:
+        return math.isinf(self.rate)
+
+    def reserve(self) -> float:
+        """Take the next slot; return how long the caller must wait for it."""
+        if self.unlimited:
+            return 0.0
+        interval = 1.0 / self.rate
+        now = self._clock()
+        slot = max(self._next_free, now - (self.burst - 1) * interval)
+        self._next_free = slot + interval
+        return max(0.0, slot - now)
+
+    async def acquire(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -1,0 +1,125 @@
+"""Plugin manager factory: entry points + built-ins, and clear errors for broken ones.
+
+Each call returns a fresh manager, so a test builds one with exactly the plugins it
+asks for (`load_entry_points=False` sees none of the machine's installed plugins).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .provider import Capabilities, Provider, ProviderConfig
+
+log = logging.getLogger(__name__)
+
+PROJECT = "wa_gateway"
+DEFAULT_PLUGINS = ("wa_gateway.providers.log", "wa_gateway.providers.fake")
+
+ProviderFactory = Callable[[ProviderConfig], Provider]
+
+
+class UnknownProvider(LookupError):
+    """WA_PROVIDER names a provider that no installed plugin registers."""
+
+
+@dataclass
+class PluginSet:
+    """A plugin manager with the providers its plugins registered and what went wrong."""
+
+    manager: pluggy.PluginManager
+    providers: dict[str, ProviderFactory] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def capabilities(self, name: str) -> Capabilities:
+        return self.factory(name).capabilities  # type: ignore[attr-defined]
+
+    def factory(self, name: str) -> ProviderFactory:
+        try:
+            return self.providers[name]
+        except KeyError:
+            installed = ", ".join(sorted(self.providers)) or "none"
+            hint = f"; broken plugins: {'; '.join(self.problems)}" if self.problems else ""
+            raise UnknownProvider(
+                f"unknown provider {name!r}; installed providers: {installed}{hint}"
+            ) from None
+
+    def create(self, name: str, config: ProviderConfig) -> Provider:
+        """Build the named provider; ProviderConfigError says what setting is missing."""
+        return self.factory(name)(config)
+
+
+def make_plugin_manager(
+    *,
+    load_entry_points: bool = True,
+    extra_plugins: Iterable[ModuleType | object] = (),
+) -> PluginSet:
+    """A fresh manager: built-ins, then installed entry points, then `extra_plugins`."""
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(hookspecs)
+    plugins = PluginSet(manager)
+    for module_name in DEFAULT_PLUGINS:
+        _register(plugins, importlib.import_module(module_name), module_name)
+    if load_entry_points:
+        for entry_point in entry_points(group=PROJECT):
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:  # a plugin's import error must not kill the gateway
+                _problem(plugins, f"{entry_point.name}: cannot import {entry_point.value} ({exc})")
+                continue
+            _register(plugins, plugin, entry_point.name)
+    for plugin in extra_plugins:
+        _register(plugins, plugin, getattr(plugin, "__name__", repr(plugin)))
+    _collect_providers(plugins)
+    return plugins
+
+
+def _problem(plugins: PluginSet, text: str) -> None:
+    plugins.problems.append(text)
+    log.warning("plugin skipped: %s", text)
+
+
+def _register(plugins: PluginSet, plugin: Any, name: str) -> None:
+    manager = plugins.manager
+    if manager.is_registered(plugin) or manager.has_plugin(name):
+        return
+    try:
+        manager.register(plugin, name=name)
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        manager.unregister(plugin)
+        _problem(plugins, f"{name}: {exc}")
+    except ValueError as exc:
+        _problem(plugins, f"{name}: {exc}")
+    else:
+        return
+    if manager.is_registered(plugin):
+        manager.unregister(plugin)
+
+
+def _collect_providers(plugins: PluginSet) -> None:
+    """Call every register_providers hook, one plugin at a time so a bad one is named."""
+    for impl in plugins.manager.hook.register_providers.get_hookimpls():
+        source = impl.plugin_name
+
+        def register(name: str, factory: ProviderFactory, _source: str = source) -> None:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"provider name {name!r} is not a simple identifier")
+            if not isinstance(getattr(factory, "capabilities", None), Capabilities):
+                raise ValueError(f"provider {name!r} declares no Capabilities")
+            if name in plugins.providers:
+                raise ValueError(f"provider {name!r} is already registered")
+            plugins.providers[name] = factory
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # report the plugin by name, keep the others
+            _problem(plugins, f"{source}: register_providers failed ({exc})")

@@ -1,0 +1,124 @@
+"""The provider contract: what a plugin implements and what the worker relies on.
+
+A provider turns one queued notification into one call to a WhatsApp API. It does
+not retry, sleep or dead-letter: it says what happened (a receipt, a transient
+error or a permanent one) and the worker decides what to do next. This split keeps
+every plugin small and makes retry policy one piece of code for all providers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .models import Notification
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can serve; the gateway refuses (422) what it cannot."""
+
+    groups: bool
+    max_text_length: int
+    send_rate: float
+    """Messages per second the provider tolerates without throttling or bans."""
+    phone_numbers: bool = True
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof that the provider accepted a message."""
+
+    provider: str
+    provider_message_id: str | None = None
+    provider_status: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything a provider needs to start, already read from the environment / .env.
+
+    `settings` holds every variable (environment over .env), so a plugin reads its own
+    (`WATZAP_NUMBER_KEY`, `TWILIO_FROM` …) without the core knowing them.
+    """
+
+    api_key: str | None = None
+    api_url: str | None = None
+    connect_timeout: float = 5.0
+    total_timeout: float = 15.0
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+    def require(self, name: str) -> str:
+        """Return a provider-specific setting or stop start-up with one clear line."""
+        value = self.settings.get(name, "").strip()
+        if not value:
+            raise ProviderConfigError(f"{name} is not set; the provider needs it")
+        return value
+
+    def require_api_key(self) -> str:
+        if not self.api_key:
+            raise ProviderConfigError("WA_API_KEY is not set; the provider needs it")
+        return self.api_key
+
+
+class ProviderConfigError(Exception):
+    """The provider cannot start with this configuration (missing credential …)."""
+
+
+class ProviderError(Exception):
+    """A send failed. Keeps the provider's own words for the operator."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_status: int | None = None,
+        provider_code: str | int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider_message = message
+        self.provider_status = provider_status
+        self.provider_code = None if provider_code is None else str(provider_code)
+
+
+class TransientError(ProviderError):
+    """Try again later: the provider was down, slow, or asked us to slow down."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_status: int | None = None,
+        provider_code: str | int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider_status=provider_status, provider_code=provider_code)
+        self.retry_after = retry_after
+
+
+class PermanentError(ProviderError):
+    """Never retry: the same request would fail the same way (bad number, bad key …)."""
+
+
+class Provider(abc.ABC):
+    """Base class of every provider. Subclasses set `name` and `capabilities`.
+
+    The class itself is the factory passed to `register(name, factory)`: it is called
+    with a `ProviderConfig` once per process, and `close()` is awaited on shutdown.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    async def send(self, message: Notification) -> Receipt:
+        """Deliver one message, or raise TransientError / PermanentError."""
+
+    async def close(self) -> None:
+        """Release connections; called once when the process stops."""

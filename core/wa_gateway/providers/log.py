@@ -1,0 +1,40 @@
+"""The `log` provider: "delivers" by logging one JSON line per message.
+
+It lets anyone run the whole pipeline with no credentials; with WA_LOG_OUTBOX set it
+also appends the line to that file, which is what the end-to-end tests read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..hookspecs import hookimpl
+from ..models import Notification
+from ..provider import Capabilities, Provider, ProviderConfig, Receipt
+from .outbox import Outbox
+
+log = logging.getLogger("wa_gateway.outbox")
+
+
+class LogProvider(Provider):
+    name = "log"
+    capabilities = Capabilities(groups=True, max_text_length=4096, send_rate=float("inf"))
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.outbox = Outbox(config.settings.get("WA_LOG_OUTBOX"))
+
+    async def send(self, message: Notification) -> Receipt:
+        line = Outbox.line(message, self.name)
+        log.info("delivered %s", line)
+        self.outbox.write(line)
+        return Receipt(provider=self.name, provider_message_id=f"log-{message.id}")
+
+    async def close(self) -> None:
+        self.outbox.close()
+
+
+@hookimpl
+def register_providers(register: Any) -> None:
+    register("log", LogProvider)

@@ -1,0 +1,89 @@
+"""The long-lived resources of one process: settings, plugins, broker, publisher, store.
+
+The gateway and the worker each take a Services; in `run` they share one, so the
+process keeps one AMQP connection and one store. Opening is reference-counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .broker import Broker, Publisher, Topology
+from .plugins import PluginSet, make_plugin_manager
+from .provider import Capabilities
+from .resilience import CircuitBreaker
+from .settings import Settings
+from .store import Store, make_store
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        plugins: PluginSet | None = None,
+        *,
+        store: Store | None = None,
+        connection_name: str = "wa-gateway",
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins if plugins is not None else make_plugin_manager()
+        self.capabilities: Capabilities = self.plugins.capabilities(settings.wa_provider)
+        self.topology = Topology(
+            retry_delays=tuple(settings.wa_retry_delays), prefix=settings.wa_queue_prefix
+        )
+        self.broker = Broker(settings.amqp_url, self.topology, name=connection_name)
+        self.publisher = Publisher(self.broker, timeout=settings.wa_publish_timeout)
+        self.store: Store = store if store is not None else make_store(
+            settings.redis_url, settings.wa_queue_prefix
+        )
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._users = 0
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Services]:
+        """Open on first use, close after the last user leaves."""
+        async with self._lock:
+            if self._users == 0:
+                await self.broker.start()
+            self._users += 1
+        try:
+            yield self
+        finally:
+            async with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    await self.publisher.close()
+                    await self.broker.close()
+                    await self.store.close()
+
+    def breaker(self, provider: str) -> CircuitBreaker:
+        """The circuit breaker of one provider, created on first use."""
+        if provider not in self.breakers:
+            self.breakers[provider] = CircuitBreaker(
+                provider,
+                threshold=self.settings.wa_breaker_threshold,
+                cooldown=self.settings.wa_breaker_cooldown,
+                on_change=self._report_breaker,
+            )
+        return self.breakers[provider]
+
+    def _report_breaker(self, breaker: CircuitBreaker) -> None:
+        """Publish a breaker change to the store, so `wa-gateway status` sees it."""
+        snapshot = {**breaker.snapshot(), "changed_at": time.time()}
+        task = asyncio.get_running_loop().create_task(self.store.put_breaker(breaker.name, snapshot))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def readiness(self) -> dict[str, Any]:
+        failure = self.broker.failure
+        return {
+            "broker": "connected" if self.broker.connected else f"unavailable: {failure or 'connecting'}",
+            "provider": self.settings.wa_provider,
+            "breakers": {name: b.snapshot() for name, b in self.breakers.items()},
+        }

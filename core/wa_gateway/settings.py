@@ -1,0 +1,188 @@
+"""Settings from the environment and a `.env` file (environment wins).
+
+Every mistake an operator can make here ends start-up with one line that names the
+variable and says what is wrong; `load_settings` raises ConfigError for that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .provider import ProviderConfig
+from .targets import is_group_id
+
+_ALIAS_VARIABLE = re.compile(r"^WA_GROUP_([A-Z0-9_]+)_ID$", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line an operator can act on."""
+
+
+class Settings(BaseSettings):
+    """All settings; the names are the environment variables in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    wa_provider: str = "log"
+    wa_api_key: SecretStr | None = None
+    wa_api_url: str | None = None
+    wa_provider_connect_timeout: float = Field(5.0, gt=0)
+    wa_provider_timeout: float = Field(15.0, gt=0)
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    wa_queue_prefix: str = Field("wa", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    wa_allow_raw_targets: bool = False
+    wa_worker_prefetch: int = Field(64, ge=1, le=65535)
+    wa_retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0]
+    )
+    wa_log_outbox: str | None = None
+    wa_default_country: str = Field("62", pattern=r"^[1-9]\d{0,2}$")
+    wa_templates: str | None = None
+    redis_url: str | None = None
+    wa_fallback_provider: str | None = None
+    wa_fallback_api_key: SecretStr | None = None
+    wa_fallback_api_url: str | None = None
+    wa_send_rate: float | None = Field(None, gt=0)
+    wa_shutdown_timeout: float = Field(10.0, gt=0)
+    wa_breaker_threshold: int = Field(5, ge=1)
+    wa_breaker_cooldown: float = Field(30.0, gt=0)
+    wa_publish_timeout: float = Field(5.0, gt=0)
+
+    group_aliases: dict[str, str] = Field(default_factory=dict, repr=False)
+    """alias -> group id, from WA_GROUP_<NAME>_ID (filled by load_settings)."""
+    raw_env: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Every variable (.env under environment) for provider-specific settings."""
+
+    @field_validator("gateway_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("wa_retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("give at least one delay in seconds, e.g. 5,30,120")
+            return parts
+        return value
+
+    @field_validator("wa_retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("every delay must be a positive number of seconds")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError("expected amqp://user:password@host:port/vhost")
+        try:
+            parts.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        return value
+
+    @field_validator("wa_api_url", "wa_fallback_api_url", "redis_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https", "redis", "rediss", "unix") or not (
+            parts.hostname or parts.scheme == "unix"
+        ):
+            raise ValueError(f"{value!r} is not a URL")
+        return value.strip().rstrip("/")
+
+    @field_validator("wa_provider", "wa_fallback_provider")
+    @classmethod
+    def _provider_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().lower()
+
+    @field_validator("group_aliases")
+    @classmethod
+    def _group_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, group_id in value.items():
+            if not is_group_id(group_id):
+                raise ValueError(
+                    f"WA_GROUP_{alias.upper()}_ID={group_id!r} is not a WhatsApp group id "
+                    "('<digits>@g.us')"
+                )
+        return value
+
+    @property
+    def api_keys(self) -> list[str]:
+        return [key.get_secret_value() for key in self.gateway_api_keys]
+
+    def provider_config(self, *, fallback: bool = False) -> ProviderConfig:
+        """The ProviderConfig for the primary provider, or for the fallback one."""
+        key = self.wa_fallback_api_key if fallback else self.wa_api_key
+        return ProviderConfig(
+            api_key=key.get_secret_value() if key else None,
+            api_url=self.wa_fallback_api_url if fallback else self.wa_api_url,
+            connect_timeout=self.wa_provider_connect_timeout,
+            total_timeout=self.wa_provider_timeout,
+            settings=self.raw_env,
+        )
+
+
+def _merged_environment(env_file: str | Path | None) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _aliases(environment: Mapping[str, str]) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for name, value in environment.items():
+        match = _ALIAS_VARIABLE.match(name)
+        if match and value.strip():
+            aliases[match.group(1).lower()] = value.strip()
+    return aliases
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "settings"
+        name = field.upper() if field != "group_aliases" else "WA_GROUP_*_ID"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {message}")
+    return "invalid setting " + "; ".join(parts)
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read the environment and `.env`; raise ConfigError with one line when wrong."""
+    environment = _merged_environment(env_file)
+    overrides.setdefault("group_aliases", _aliases(environment))
+    overrides.setdefault("raw_env", environment)
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

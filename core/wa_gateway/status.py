@@ -1,0 +1,73 @@
+"""`wa-gateway status`: queue depths and consumers as RabbitMQ sees them, breakers as the
+worker last reported them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import aiormq
+
+from .plugins import make_plugin_manager
+from .services import Services
+from .settings import Settings
+
+
+async def queue_depths(services: Services) -> dict[str, tuple[int, int] | None]:
+    """(ready messages, consumers) per queue by passive declare; None if it does not exist."""
+    await services.broker.wait_connected(timeout=10)
+    depths: dict[str, tuple[int, int] | None] = {}
+    assert services.broker.connection is not None
+    for name in services.topology.all_queues():
+        channel = await services.broker.connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            result = queue.declaration_result
+            depths[name] = (int(result.message_count), int(result.consumer_count))
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            depths[name] = None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return depths
+
+
+async def collect(services: Services) -> dict[str, Any]:
+    async with services.opened():
+        depths = await queue_depths(services)
+        breakers = await services.store.get_breakers()
+    return {"queues": depths, "breakers": breakers}
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["queue                ready  consumers"]
+    for name, depth in report["queues"].items():
+        ready, consumers = ("-", "-") if depth is None else depth
+        lines.append(f"{name:<20} {ready!s:>5}  {consumers!s:>9}")
+    breakers = report["breakers"]
+    lines.append("")
+    if not breakers:
+        lines.append("breakers: no worker has reported (REDIS_URL shares breaker state between processes)")
+    for name, snapshot in sorted(breakers.items()):
+        lines.append(
+            f"breaker {name}: {snapshot['state']} (failures in a row: {snapshot['consecutive_failures']}, "
+            f"retry in {snapshot['retry_in']} s)"
+        )
+    return "\n".join(lines)
+
+
+def handle(settings: Settings, args: argparse.Namespace) -> int:
+    from .cli import UserError
+
+    services = Services(settings, make_plugin_manager(), connection_name="wa-gateway status")
+    try:
+        print(render(asyncio.run(collect(services))))
+    except asyncio.TimeoutError:
+        raise UserError("RabbitMQ did not answer within 10 s") from None
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("status", help="queue depths and circuit breakers")
+    parser.set_defaults(handler=handle)

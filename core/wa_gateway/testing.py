@@ -1,0 +1,459 @@
+"""Test kit for provider plugins: a scriptable fake provider API and a conformance suite.
+
+A provider author subclasses `ProviderConformance` in their own tests and gets the
+checks every provider must pass: it registers through its entry point, declares
+capabilities, returns a receipt, classifies errors, gives up within its timeout and
+releases its connections. `FakeProviderApi` stands in for the provider's API on
+127.0.0.1 and records every request, so a test can assert the exact wire format.
+
+Needs pytest and pytest-asyncio (pytest-aiohttp brings both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer
+from multidict import CIMultiDictProxy
+
+from .models import Notification, Target
+from .plugins import make_plugin_manager
+from .provider import (
+    Capabilities,
+    PermanentError,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    ProviderError,
+    Receipt,
+    TransientError,
+)
+
+__all__ = [
+    "NEVER",
+    "SAMPLE_GROUP",
+    "SAMPLE_PHONE",
+    "SAMPLE_TEXT",
+    "Answer",
+    "ErrorCase",
+    "FakeProviderApi",
+    "ProviderConformance",
+    "RecordedRequest",
+    "group_message",
+    "phone_message",
+]
+
+SAMPLE_TEXT = "🆕 *REQUEST BARU*\nID: 42\nOleh: Budi Śantoso"
+"""Emoji, WhatsApp markup, a newline and a non-ASCII letter: what breaks encodings."""
+SAMPLE_PHONE = "+6281234567890"
+SAMPLE_GROUP = "120363195657916590@g.us"
+NEVER = math.inf
+"""An `Answer.delay` for a server that accepts the request and never answers."""
+
+
+def phone_message(
+    address: str = SAMPLE_PHONE, text: str = SAMPLE_TEXT, *, id: str = "msg-1"
+) -> Notification:
+    return Notification(id=id, to=address, target=Target(kind="phone", address=address), text=text)
+
+
+def group_message(
+    address: str = SAMPLE_GROUP, text: str = SAMPLE_TEXT, *, id: str = "msg-1"
+) -> Notification:
+    return Notification(id=id, to=address, target=Target(kind="group", address=address), text=text)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer: a dict or list body is sent as JSON, str as text, bytes as is."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds to wait before answering; NEVER waits until the server closes."""
+
+    def response(self) -> web.Response:
+        if self.body is None:
+            payload, content_type = b"", "text/plain"
+        elif isinstance(self.body, bytes):
+            payload, content_type = self.body, "application/octet-stream"
+        elif isinstance(self.body, str):
+            payload, content_type = self.body.encode(), "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(self.body, ensure_ascii=False).encode()
+            content_type = "application/json; charset=utf-8"
+        headers = {"Content-Type": content_type, **self.headers}
+        return web.Response(status=self.status, body=payload, headers=headers)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request exactly as the fake API received it."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    peer: tuple[str, int]
+    """The client's address and port: equal for requests sent over one connection."""
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, e.g. 'application/json'."""
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as UTF-8 JSON; raises when it is not."""
+        return json.loads(self.body.decode("utf-8"))
+
+    def form(self) -> dict[str, str]:
+        """The url-encoded body as a dict; raises on a malformed body or a repeated field."""
+        pairs = parse_qsl(
+            self.body.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=bool(self.body),
+            encoding="utf-8",
+            errors="strict",
+        )
+        form = dict(pairs)
+        assert len(form) == len(pairs), f"repeated form fields: {pairs}"
+        return form
+
+
+class FakeProviderApi:
+    """A local HTTP server standing in for a provider's API; use it with `async with`.
+
+    Each request gets the next answer of the script (`FakeProviderApi(*answers)`,
+    `api.script(*answers)`), then `default` once the script is used up.
+    """
+
+    def __init__(self, *script: Answer, default: Answer = Answer(200, {})) -> None:
+        self.default = default
+        self.requests: list[RecordedRequest] = []
+        self._script: deque[Answer] = deque(script)
+        self._closing = asyncio.Event()
+        self._server = RawTestServer(self._handle, host="127.0.0.1")
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:41234 (no trailing slash)."""
+        return str(self._server.make_url("")).rstrip("/")
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._server.handler.connections)
+
+    def script(self, *answers: Answer) -> None:
+        self._script.extend(answers)
+
+    async def __aenter__(self) -> FakeProviderApi:
+        await self._server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing.set()  # release requests waiting on a delay so shutdown is quick
+        await self._server.close()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=request.headers,
+                body=body,
+                peer=tuple(peername[:2]) if peername else ("", 0),
+            )
+        )
+        answer = self._script.popleft() if self._script else self.default
+        if answer.delay:
+            timeout = None if math.isinf(answer.delay) else answer.delay
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout)
+        return answer.response()
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """A scripted error answer and what the provider's error must keep from it."""
+
+    answer: Answer
+    code: str | None
+    """The provider_code the error must carry (None when the answer has none)."""
+    message: str | None = None
+    """A fragment the provider_message must contain."""
+    retry_after: float | None = None
+    """The retry_after a TransientError must carry (to the second), when not None."""
+    id: str | None = None
+    """The pytest id; by default the HTTP status and the code."""
+
+    @property
+    def test_id(self) -> str:
+        return self.id or f"http{self.answer.status}-code{self.code}"
+
+
+SHORT_TIMEOUT = 0.5
+"""The total timeout the timeout checks configure, in seconds."""
+
+
+def closed_port() -> int:
+    """A local port nobody listens on, so connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+class ProviderConformance:
+    """Checks every provider plugin must pass. Subclass it as `Test<Name>Conformance`.
+
+    Set the class attributes and `make_config`; override `check_request` to assert the
+    exact wire format (it runs on every request these checks send). Your own tests in
+    the subclass can use the `api`, `config` and `provider` fixtures too.
+    """
+
+    provider_name: ClassVar[str]
+    """The name the plugin registers (what WA_PROVIDER selects)."""
+    success: ClassVar[Answer]
+    """The provider's answer to an accepted message."""
+    success_message_id: ClassVar[str | None] = None
+    """The provider_message_id the receipt must keep from `success`."""
+    transient_cases: ClassVar[Sequence[ErrorCase]] = ()
+    permanent_cases: ClassVar[Sequence[ErrorCase]] = ()
+    required_settings: ClassVar[Sequence[str]] = ("WA_API_KEY",)
+    """Variables without which the provider must refuse to start, naming the variable."""
+    secret_settings: ClassVar[Sequence[str]] = ()
+    """Variables besides WA_API_KEY whose values must never appear in an error."""
+
+    def make_config(self, api_url: str) -> ProviderConfig:
+        """A complete, valid configuration whose base URL is `api_url` (the fake API)."""
+        raise NotImplementedError("set make_config(api_url) in your conformance class")
+
+    def make_message(self) -> Notification:
+        return phone_message()
+
+    def check_request(self, request: RecordedRequest, message: Notification) -> None:
+        """Assert that `request` is exactly what the provider's API expects for `message`."""
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        for argument, cases in (
+            ("transient_case", self.transient_cases),
+            ("permanent_case", self.permanent_cases),
+        ):
+            if argument in metafunc.fixturenames:
+                metafunc.parametrize(argument, cases, ids=[case.test_id for case in cases])
+        if "required_setting" in metafunc.fixturenames:
+            metafunc.parametrize("required_setting", self.required_settings)
+
+    @pytest_asyncio.fixture
+    async def api(self) -> AsyncIterator[FakeProviderApi]:
+        async with FakeProviderApi(default=self.success) as api:
+            yield api
+
+    @pytest.fixture
+    def config(self, api: FakeProviderApi) -> ProviderConfig:
+        return self.make_config(api.url)
+
+    @pytest_asyncio.fixture
+    async def provider(self, config: ProviderConfig) -> AsyncIterator[Provider]:
+        provider = self.create(config)
+        yield provider
+        await provider.close()
+
+    def create(self, config: ProviderConfig) -> Provider:
+        """Build the provider the way the gateway does: through the installed plugins."""
+        return make_plugin_manager(load_entry_points=True).create(self.provider_name, config)
+
+    def check_requests(self, api: FakeProviderApi, message: Notification, count: int) -> None:
+        assert len(api.requests) == count, f"expected {count} request(s), got {api.requests}"
+        for request in api.requests:
+            self.check_request(request, message)
+
+    def secrets(self, config: ProviderConfig) -> list[str]:
+        values = [config.settings.get(name, "") for name in self.secret_settings]
+        return [value for value in (config.api_key, *values) if value]
+
+    async def expect_error(
+        self,
+        provider: Provider,
+        api: FakeProviderApi,
+        config: ProviderConfig,
+        case: ErrorCase,
+        expected: type[ProviderError],
+    ) -> ProviderError:
+        api.script(case.answer)
+        message = self.make_message()
+        with pytest.raises(ProviderError) as caught:
+            await provider.send(message)
+        error = caught.value
+        assert isinstance(error, expected), f"{case.test_id}: {error!r} is not a {expected.__name__}"
+        assert error.provider_status == case.answer.status
+        assert error.provider_code == case.code
+        if case.message is not None:
+            assert case.message in error.provider_message
+        if case.retry_after is not None:
+            assert isinstance(error, TransientError)
+            assert error.retry_after == pytest.approx(case.retry_after, abs=1.0)
+        for secret in self.secrets(config):
+            assert secret not in str(error) and secret not in error.provider_message
+        self.check_requests(api, message, count=1)
+        return error
+
+    # -- the checks -----------------------------------------------------------------
+
+    def test_registers_through_its_entry_point(self) -> None:
+        builtins = make_plugin_manager(load_entry_points=False)
+        assert self.provider_name not in builtins.providers, "a built-in, not a plugin"
+        plugins = make_plugin_manager(load_entry_points=True)
+        assert self.provider_name in plugins.providers, f"not registered; {plugins.problems}"
+
+    def test_declares_capabilities(self) -> None:
+        factory = make_plugin_manager(load_entry_points=True).factory(self.provider_name)
+        capabilities = getattr(factory, "capabilities", None)
+        assert isinstance(capabilities, Capabilities)
+        assert capabilities.groups or capabilities.phone_numbers
+        assert capabilities.max_text_length > 0
+        assert capabilities.send_rate > 0
+        assert getattr(factory, "name", None) == self.provider_name
+
+    def test_missing_setting_is_a_config_error(self, required_setting: str) -> None:
+        config = self.make_config(f"http://127.0.0.1:{closed_port()}")
+        if required_setting == "WA_API_KEY":
+            config = dataclasses.replace(config, api_key=None)
+        else:
+            settings = {k: v for k, v in config.settings.items() if k != required_setting}
+            config = dataclasses.replace(config, settings=settings)
+        with pytest.raises(ProviderConfigError, match=re.escape(required_setting)):
+            self.create(config)
+
+    @pytest.mark.asyncio
+    async def test_success_returns_a_receipt(self, provider: Provider, api: FakeProviderApi) -> None:
+        message = self.make_message()
+        receipt = await provider.send(message)
+        assert isinstance(receipt, Receipt)
+        assert receipt.provider == self.provider_name
+        assert receipt.provider_message_id == self.success_message_id
+        self.check_requests(api, message, count=1)
+
+    @pytest.mark.asyncio
+    async def test_transient_answer_raises_transient_error(
+        self,
+        provider: Provider,
+        api: FakeProviderApi,
+        config: ProviderConfig,
+        transient_case: ErrorCase,
+    ) -> None:
+        await self.expect_error(provider, api, config, transient_case, TransientError)
+
+    @pytest.mark.asyncio
+    async def test_permanent_answer_raises_permanent_error(
+        self,
+        provider: Provider,
+        api: FakeProviderApi,
+        config: ProviderConfig,
+        permanent_case: ErrorCase,
+    ) -> None:
+        await self.expect_error(provider, api, config, permanent_case, PermanentError)
+
+    @pytest.mark.asyncio
+    async def test_serves_exactly_the_target_kinds_it_declares(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        capabilities = provider.capabilities
+        for message, served in (
+            (phone_message(), capabilities.phone_numbers),
+            (group_message(), capabilities.groups),
+        ):
+            api.requests.clear()
+            if served:
+                assert isinstance(await provider.send(message), Receipt)
+                self.check_requests(api, message, count=1)
+            else:
+                with pytest.raises(PermanentError):
+                    await provider.send(message)
+                assert api.requests == [], "sent a message it declares it cannot serve"
+
+    @pytest.mark.asyncio
+    async def test_refuses_text_over_its_limit(self, provider: Provider, api: FakeProviderApi) -> None:
+        limit = provider.capabilities.max_text_length
+        with pytest.raises(PermanentError):
+            await provider.send(phone_message(text="x" * (limit + 1)))
+        assert api.requests == []
+
+    @pytest.mark.asyncio
+    async def test_silent_server_is_transient_within_the_total_timeout(
+        self, api: FakeProviderApi
+    ) -> None:
+        config = dataclasses.replace(
+            self.make_config(api.url), connect_timeout=SHORT_TIMEOUT, total_timeout=SHORT_TIMEOUT
+        )
+        api.script(Answer(delay=NEVER))
+        provider = self.create(config)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransientError):
+                # the outer limit only keeps a provider that ignores its timeout from hanging
+                await asyncio.wait_for(provider.send(self.make_message()), SHORT_TIMEOUT + 10)
+            elapsed = time.monotonic() - started
+        finally:
+            await provider.close()
+        assert elapsed < SHORT_TIMEOUT + 1.0, f"gave up after {elapsed:.2f}s"
+
+    @pytest.mark.asyncio
+    async def test_refused_connection_is_transient(self) -> None:
+        provider = self.create(self.make_config(f"http://127.0.0.1:{closed_port()}"))
+        try:
+            with pytest.raises(TransientError):
+                await provider.send(self.make_message())
+        finally:
+            await provider.close()
+
+    @pytest.mark.asyncio
+    async def test_reuses_one_connection_across_sends(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        for _ in range(3):
+            await provider.send(self.make_message())
+        assert len(api.requests) == 3
+        assert len({request.peer for request in api.requests}) == 1, "a new connection per send"
+
+    @pytest.mark.asyncio
+    async def test_close_releases_its_connections(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        await provider.send(self.make_message())
+        assert api.open_connections == 1
+        await provider.close()
+        assert await wait_until(lambda: api.open_connections == 0), "close() left a connection open"
