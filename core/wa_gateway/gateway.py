@@ -28,6 +28,7 @@ RETRY_AFTER_SECONDS = "5"
 
 SERVICES = web.AppKey("services", Services)
 STOPPING = web.AppKey("stopping", dict)
+API_KEY = web.RequestKey("api_key", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,7 +111,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
                 "missing or wrong bearer token (Authorization: Bearer <key>)",
                 {"WWW-Authenticate": 'Bearer realm="wa-gateway"'},
             )
-        request["api_key"] = token
+        request[API_KEY] = token
     return await handler(request)
 
 

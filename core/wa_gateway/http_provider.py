@@ -194,7 +194,9 @@ class HttpProvider(Provider):
             return False
         if code is not None and self.unknown_codes_transient is not None:
             return self.unknown_codes_transient
-        return is_transient_status(status)
+        # A 2xx that failed without a code was not the provider's answer (a proxy page, a
+        # wrong WA_API_URL …): retry it like an outage rather than drop the message.
+        return 200 <= status < 300 or is_transient_status(status)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> HttpAnswer:
         """Send one request; a network error or timeout becomes a TransientError."""

@@ -241,7 +241,7 @@ class Worker:
         """One send with short in-process retries for blips, feeding the breaker."""
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(BLIP_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=0.2, max=BLIP_MAX_WAIT),
+            wait=wait_exponential_jitter(multiplier=0.2, max=BLIP_MAX_WAIT, jitter=0.2),
             retry=retry_if_exception(
                 lambda exc: _is_blip(exc) and route.breaker.state is BreakerState.CLOSED
             ),

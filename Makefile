@@ -1,0 +1,38 @@
+# `make run` and `make test` are all the set-up a fresh Debian/Ubuntu machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLUGINS := plugins/watzap plugins/meta plugins/twilio
+PYTEST_ARGS ?=
+
+.PHONY: install services run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(wildcard $(addsuffix /pyproject.toml,$(PLUGINS)))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' $(foreach p,$(wildcard $(PLUGINS)),-e $(p))
+	@touch $@
+
+services:
+	@scripts/ensure-service.sh rabbitmq
+	@scripts/ensure-service.sh redis
+
+run: install
+	@scripts/ensure-service.sh rabbitmq
+	@if [ ! -f .env ]; then cp .env.example .env; echo "created .env from .env.example (log provider, alias 'logistic')"; fi
+	@rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 || rabbitmq-plugins -q enable rabbitmq_management >/dev/null 2>&1 || true
+	@echo "POST notifications to http://127.0.0.1:$${GATEWAY_PORT:-8080}/notify ; RabbitMQ management UI: http://127.0.0.1:15672 (guest/guest)"
+	$(VENV)/bin/wa-gateway run
+
+# pytest exit 5 means no test was collected: a broken set-up, never a success.
+test: install services
+	@$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests $(wildcard $(addsuffix /tests,$(PLUGINS))); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: the set-up is broken" >&2; exit 1; fi; exit $$rc
+
+bench: install services
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build dist core/*.egg-info .bench

@@ -1,0 +1,103 @@
+"""The Meta WhatsApp Cloud API provider: Graph API `POST /{phone-number-id}/messages`.
+
+Success is HTTP 2xx with `messages[0].id` (a `wamid.…`), kept as the receipt's id.
+Errors are `{"error": {"code", "message", "error_data": {"details"}, "fbtrace_id"}}`,
+classified by `code` (errors.py). A 5xx whose code is unknown is retried: Meta has
+no idempotency key, so that can deliver twice, which for notifications beats losing
+one; see "Double sends" in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from wa_gateway import (
+    Capabilities,
+    HttpAnswer,
+    HttpProvider,
+    Notification,
+    ProviderConfig,
+    ProviderConfigError,
+    Receipt,
+)
+
+from . import errors
+
+DEFAULT_API_VERSION = "v23.0"
+_API_VERSION = re.compile(r"^v\d+\.\d+$")
+_PHONE_NUMBER_ID = re.compile(r"^\d+$")
+
+
+class MetaProvider(HttpProvider):
+    name = "meta"
+    # Groups exist only as opaque Groups-API ids of groups the business created, never
+    # the '<digits>@g.us' ids our aliases hold; so no group capability.
+    capabilities = Capabilities(groups=False, max_text_length=4096, send_rate=80.0)
+    transient_codes = errors.TRANSIENT_CODES
+    permanent_codes = errors.PERMANENT_CODES
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.access_token = config.require_api_key()
+        self.phone_number_id = config.require("META_PHONE_NUMBER_ID")
+        if not _PHONE_NUMBER_ID.match(self.phone_number_id):
+            raise ProviderConfigError(
+                f"META_PHONE_NUMBER_ID={self.phone_number_id!r} is not a phone number ID "
+                "(digits, from WhatsApp Manager > API Setup)"
+            )
+        version = config.settings.get("META_API_VERSION", "").strip() or DEFAULT_API_VERSION
+        if not _API_VERSION.match(version):
+            raise ProviderConfigError(f"META_API_VERSION={version!r} is not like 'v23.0'")
+        self.default_api_url = f"https://graph.facebook.com/{version}"
+
+    async def send(self, message: Notification) -> Receipt:
+        self.check_servable(message)
+        payload = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": message.target.digits,
+            "type": "text",
+            "text": {"body": message.text},
+        }
+        answer = await self.request(
+            "POST",
+            f"{self.base_url}/{self.phone_number_id}/messages",
+            json=payload,
+            headers={"Authorization": f"Bearer {self.access_token}"},
+        )
+        return self.receipt(answer)
+
+    def receipt(self, answer: HttpAnswer) -> Receipt:
+        """A Receipt with the wamid, else the error Meta's `error.code` calls for."""
+        body = answer.json_object()
+        if answer.ok:
+            accepted = _first_message(body)
+            if accepted.get("id"):
+                return Receipt(
+                    provider=self.name,
+                    provider_message_id=str(accepted["id"]),
+                    provider_status=accepted.get("message_status"),
+                )
+        error = body.get("error")
+        if not isinstance(error, dict):
+            raise self.failure(answer)  # not a Graph API answer: classified by HTTP status
+        raise self.failure(answer, _describe(error), code=error.get("code"))
+
+
+def _first_message(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    return first if isinstance(first, dict) else {}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Meta's message, its details (what to fix) and the fbtrace_id support asks for."""
+    text = str(error.get("message") or "no message")
+    data = error.get("error_data")
+    details = data.get("details") if isinstance(data, dict) else None
+    if details and str(details) not in text:
+        text = f"{text}: {details}"
+    if error.get("fbtrace_id"):
+        text = f"{text} (fbtrace_id {error['fbtrace_id']})"
+    return text

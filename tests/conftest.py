@@ -1,0 +1,242 @@
+"""Shared fixtures: a real RabbitMQ, a topology of its own per test, scripted providers.
+
+Every test gets a unique queue prefix (`t<hex>.notify`, `t<hex>.dead` …) and deletes
+its queues afterwards, so tests never see each other's messages nor the real `wa.*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiormq
+import pytest
+
+from wa_gateway import hookimpl
+from wa_gateway.broker import Topology
+from wa_gateway.gateway import make_app
+from wa_gateway.models import Notification
+from wa_gateway.plugins import PluginSet, make_plugin_manager
+from wa_gateway.provider import Capabilities, Provider, ProviderConfig, Receipt
+from wa_gateway.services import Services
+from wa_gateway.settings import Settings, load_settings
+from wa_gateway.worker import Worker
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+LOGISTIC = "120363195657916590@g.us"
+BLUEPRINT_TEXT = "🆕 *REQUEST BARU*\nID: 42\nOleh: Budi Śantoso"
+_OWN_PREFIXES = ("WA_", "GATEWAY_", "AMQP_", "REDIS_", "WATZAP_", "META_", "TWILIO_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer's own settings or .env never leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(_OWN_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def amqp() -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    """A plain connection for the test itself: inspect queues, publish garbage."""
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def cleanup_topology(prefix: str) -> AsyncIterator[list[Topology]]:
+    """Topologies the test used; their queues and exchanges are deleted afterwards."""
+    used: list[Topology] = [Topology(prefix=prefix)]
+    yield used
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        for topology in used:
+            for name in topology.all_queues():
+                await channel.queue_delete(name)
+            for name in (topology.work, topology.dead):
+                await channel.exchange_delete(name)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def make_settings(
+    prefix: str, cleanup_topology: list[Topology], tmp_path: Path
+) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "amqp_url": AMQP_URL,
+            "wa_queue_prefix": prefix,
+            "wa_retry_delays": [0.2, 0.4],
+            "wa_log_outbox": str(tmp_path / "outbox.jsonl"),
+            "group_aliases": {"logistic": LOGISTIC},
+            "wa_breaker_cooldown": 0.5,
+        }
+        values.update(overrides)
+        raw_env = {"WA_LOG_OUTBOX": values["wa_log_outbox"] or "", **values.pop("raw_env", {})}
+        settings = load_settings(None, raw_env=raw_env, **values)
+        cleanup_topology.append(topology_of(settings))
+        return settings
+
+    return factory
+
+
+class ScriptedProvider(Provider):
+    """A provider whose outcomes a test scripts: each call pops the next one.
+
+    An outcome is an exception instance (raised), a float (seconds to take, then
+    succeed) or None (succeed at once). When the script is empty it succeeds.
+    """
+
+    name = "scripted"
+    capabilities = Capabilities(groups=True, max_text_length=4096, send_rate=float("inf"))
+    script: list[Any] = []
+    calls: list[Notification] = []
+    in_flight = 0
+    max_in_flight = 0
+    entered: asyncio.Event | None = None
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.closed = False
+
+    async def send(self, message: Notification) -> Receipt:
+        cls = type(self)
+        cls.calls.append(message)
+        cls.in_flight += 1
+        cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+        if cls.entered is not None:
+            cls.entered.set()
+        try:
+            outcome = cls.script.pop(0) if cls.script else None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if isinstance(outcome, (int, float)):
+                await asyncio.sleep(outcome)
+            return Receipt(provider=self.name, provider_message_id=f"scripted-{len(cls.calls)}")
+        finally:
+            cls.in_flight -= 1
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _ScriptedPlugin:
+    @hookimpl
+    def register_providers(self, register: Any) -> None:
+        register("scripted", ScriptedProvider)
+
+
+@pytest.fixture
+def scripted() -> type[ScriptedProvider]:
+    """The scripted provider class, reset for this test."""
+    ScriptedProvider.script = []
+    ScriptedProvider.calls = []
+    ScriptedProvider.in_flight = 0
+    ScriptedProvider.max_in_flight = 0
+    ScriptedProvider.entered = asyncio.Event()
+    return ScriptedProvider
+
+
+@pytest.fixture
+def plugins() -> PluginSet:
+    """Built-ins plus the scripted provider; none of the machine's installed plugins."""
+    return make_plugin_manager(load_entry_points=False, extra_plugins=[_ScriptedPlugin()])
+
+
+@pytest.fixture
+def start_gateway(aiohttp_client: Any, plugins: PluginSet) -> Callable[..., Any]:
+    """Start the gateway app for some settings; returns (client, services)."""
+
+    async def start(settings: Settings, *, wait_broker: bool = True) -> tuple[Any, Services]:
+        services = Services(settings, plugins)
+        client = await aiohttp_client(make_app(services))
+        if wait_broker:
+            await services.broker.wait_connected(timeout=10)
+        return client, services
+
+    return start
+
+
+@pytest.fixture
+async def start_worker(plugins: PluginSet) -> AsyncIterator[Callable[..., Any]]:
+    """Start a worker on (possibly shared) services; stopped when the test ends."""
+    running: list[tuple[Worker, Any]] = []
+
+    async def start(services: Services, provider: str | None = None, fallback: str | None = None) -> Worker:
+        stack = services.opened()
+        await stack.__aenter__()
+        settings = services.settings
+        primary = plugins.create(provider or settings.wa_provider, settings.provider_config())
+        second = plugins.create(fallback, settings.provider_config(fallback=True)) if fallback else None
+        worker = Worker(services, primary, fallback=second)
+        await asyncio.wait_for(worker.start(), 10)
+        running.append((worker, stack))
+        return worker
+
+    yield start
+    for worker, stack in reversed(running):
+        await worker.stop(timeout=5)
+        await stack.__aexit__(None, None, None)
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until predicate() (sync or async) is truthy; fail the test on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def queue_size(connection: aio_pika.abc.AbstractConnection, name: str) -> int:
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return 0
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def get_all(connection: aio_pika.abc.AbstractConnection, name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take every message of a queue (acked: the test owns the queue)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(name, passive=True)
+    messages = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        messages.append(message)
+    await channel.close()
+    return messages
+
+
+def outbox_lines(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def topology_of(settings: Settings) -> Topology:
+    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix)
