@@ -1,0 +1,121 @@
+"""Real processes: a worker killed before it sends loses nothing; SIGTERM/SIGINT stop
+cleanly, finishing in-flight work, with exit status 0 and no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import aiohttp
+import pytest
+
+from .conftest import AMQP_URL, LOGISTIC, outbox_lines, queue_size, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def process_env(prefix, tmp_path, cleanup_topology):
+    def env(**extra: str) -> dict[str, str]:
+        values = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", str(tmp_path)),
+            "AMQP_URL": AMQP_URL,
+            "WA_QUEUE_PREFIX": prefix,
+            "WA_GROUP_LOGISTIC_ID": LOGISTIC,
+            "WA_LOG_OUTBOX": str(tmp_path / "outbox.jsonl"),
+            "WA_RETRY_DELAYS": "0.2,0.4",
+            "WA_SHUTDOWN_TIMEOUT": "5",
+        }
+        values.update(extra)
+        return values
+
+    return env
+
+
+async def spawn(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, sig: int | None = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
+    if sig is not None:
+        process.send_signal(sig)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode, stderr.decode()
+
+
+async def test_worker_killed_before_send_leaves_the_message_in_the_queue(
+    make_settings, start_gateway, process_env, amqp, prefix, tmp_path
+):
+    client, _ = await start_gateway(make_settings())
+    answer = await (await client.post("/notify", json={"to": "logistic", "text": "🆕 kill me"})).json()
+    work = f"{prefix}.notify"
+
+    slow = await spawn("worker", process_env(WA_PROVIDER="fake", WA_FAKE_LATENCY="60"))
+    await wait_for(lambda: _is(queue_size(amqp, work), 0), timeout=20)  # taken, not acked
+    slow.kill()
+    await slow.wait()
+
+    await wait_for(lambda: _is(queue_size(amqp, work), 1), timeout=10)  # back in the queue
+    assert outbox_lines(tmp_path / "outbox.jsonl") == []
+
+    fast = await spawn("worker", process_env(WA_PROVIDER="fake"))
+    [line] = await wait_for(lambda: outbox_lines(tmp_path / "outbox.jsonl"), timeout=20)
+    assert line["id"] == answer["id"] and line["text"] == "🆕 kill me"
+    code, stderr = await finish(fast)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+async def _is(awaitable, expected):
+    return (await awaitable) == expected
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_run_delivers_and_stops_cleanly_on_signal(process_env, tmp_path, sig):
+    port = free_port()
+    process = await spawn("run", process_env(GATEWAY_PORT=str(port)))
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async def ready():
+            try:
+                async with http.get(f"{base}/readyz") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_for(ready, timeout=20, interval=0.2)
+        async with http.post(f"{base}/notify", json={"to": "logistic", "text": "halo 👋"}) as response:
+            assert response.status == 202
+    await wait_for(lambda: outbox_lines(tmp_path / "outbox.jsonl"), timeout=10)
+
+    code, stderr = await finish(process, sig)
+
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "stopped" in stderr
+
+
+async def test_sigterm_lets_the_worker_finish_a_send_in_flight(
+    make_settings, start_gateway, process_env, amqp, prefix, tmp_path
+):
+    client, _ = await start_gateway(make_settings())
+    answer = await (await client.post("/notify", json={"to": "logistic", "text": "in flight"})).json()
+    worker = await spawn("worker", process_env(WA_PROVIDER="fake", WA_FAKE_LATENCY="1.5"))
+    await wait_for(lambda: _is(queue_size(amqp, f"{prefix}.notify"), 0), timeout=20)
+
+    code, stderr = await finish(worker)
+
+    assert code == 0, stderr
+    assert [line["id"] for line in outbox_lines(tmp_path / "outbox.jsonl")] == [answer["id"]]
+    assert await queue_size(amqp, f"{prefix}.notify") == 0
