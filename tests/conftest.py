@@ -240,3 +240,19 @@ def outbox_lines(path: str | Path) -> list[dict[str, Any]]:
 
 def topology_of(settings: Settings) -> Topology:
     return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix)
+
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_url(prefix: str) -> AsyncIterator[str]:
+    """The real Redis; this test's keys (prefixed like its queues) are deleted afterwards."""
+    import redis.asyncio as redis
+
+    yield REDIS_URL
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -144,11 +144,13 @@ async def test_retry_after_from_provider_picks_a_longer_tier(make_settings, star
     await start_worker(services)
     scripted.script = [TransientError("slow down", provider_status=429, retry_after=20)]
 
-    await post(client)
+    notification_id = await post(client)
 
     await wait_for(lambda: queue_size(amqp, f"{settings.wa_queue_prefix}.retry.30s"))
     assert len(scripted.calls) == 1  # no in-process retry for a long retry-after
     assert await queue_size(amqp, f"{settings.wa_queue_prefix}.retry.0.1s") == 0
+    status = await wait_for(lambda: _status(client, notification_id, "retrying"))
+    assert status["attempts"] == 1 and status["next_try_at"] and "slow down" in status["reason"]
 
 
 async def test_open_breaker_stops_consuming_and_messages_wait_in_the_work_queue(

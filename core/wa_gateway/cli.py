@@ -12,9 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from .broker import BrokerUnavailable, TopologyMismatch
-from .gateway import STOPPING, ApiError, build_notification, make_app
+from .events import EventsFileError
+from .gateway import STOPPING, ApiError, build_notifications, describe, make_app
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Provider, ProviderConfigError
@@ -145,9 +147,11 @@ async def send_one(settings: Settings, to: str, text: str) -> str:
     plugins = make_plugin_manager()
     services = _services(settings, plugins, "wa-gateway send")
     try:
-        notification = build_notification(services, NotifyRequest(to=to, text=text))
+        [notification] = build_notifications(services, NotifyRequest(to=to, text=text))
     except ApiError as exc:
         raise UserError(exc.detail) from None
+    except ValidationError as exc:
+        raise UserError(describe(exc)) from None
     async with services.opened():
         try:
             await services.broker.wait_connected(timeout=10)
@@ -187,6 +191,21 @@ def providers_table(plugins: PluginSet, configured: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def events_table(settings: Settings) -> str:
+    from .events import EventCatalog
+
+    catalog = EventCatalog.load(settings.wa_templates, settings.group_aliases)
+    lines = [f"events from {catalog.path}:"]
+    for name, event in sorted(catalog.events.items()):
+        targets = ", ".join(f"{alias} ({settings.group_aliases[alias]})" for alias in event.targets)
+        fields = ", ".join(f"{field}: {kind}" for field, kind in event.fields.items()) or "free-form"
+        lines.append(f"  {name} -> {targets}")
+        lines.append(f"      data: {fields}" + (f"  -- {event.description}" if event.description else ""))
+    for name, why in sorted(catalog.disabled.items()):
+        lines.append(f"  {name} (disabled: {why})")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wa-gateway", description="WhatsApp notification gateway")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
@@ -196,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the consumer that sends messages")
     commands.add_parser("run", help="gateway and worker in one process")
     commands.add_parser("providers", help="installed providers and their capabilities")
+    commands.add_parser("events", help="the events and where each goes")
     send = commands.add_parser("send", help="queue one message")
     send.add_argument("--to", required=True, help="alias, or number/group id when raw targets are allowed")
     send.add_argument("--text", required=True)
@@ -212,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return _dispatch(args)
-    except (UserError, ConfigError, TopologyMismatch) as exc:
+    except (UserError, ConfigError, TopologyMismatch, EventsFileError) as exc:
         print(f"wa-gateway: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -231,6 +251,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "worker": lambda: _run(run_process(settings, serve=False, work=True)),
         "run": lambda: _run(run_process(settings, serve=True, work=True)),
         "send": lambda: _print_id(asyncio.run(send_one(settings, args.to, args.text))),
+        "events": lambda: _print(events_table(settings)),
     }
     if args.command in handlers:
         return handlers[args.command]()
@@ -248,10 +269,19 @@ def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
+def _print(text: str) -> int:
+    print(text)
+    return 0
+
+
 def _print_id(notification_id: str) -> int:
     print(f"queued {notification_id}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m wa_gateway.cli` runs this file as __main__, a second copy of the module:
+    # dlq and status raise wa_gateway.cli.UserError, which __main__.main would not catch.
+    from wa_gateway.cli import main as _main
+
+    sys.exit(_main())

@@ -7,6 +7,7 @@ context, so `run` can share them between the gateway and the worker.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -17,6 +18,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from .broker import BrokerUnavailable
+from .events import EventError
+from .idempotency import IdempotentRequest, KeyReused, StillPending, valid_key
 from .models import DeliveryStatus, Notification, NotifyRequest, Queued, Target
 from .services import Services
 from .targets import InvalidTarget, resolve_target
@@ -166,22 +169,39 @@ def check_capabilities(services: Services, target: Target, text: str) -> None:
         )
 
 
-def build_notification(services: Services, request: NotifyRequest) -> Notification:
+def _target(services: Services, to: str) -> Target:
     settings = services.settings
-    if request.event is not None:
-        raise ApiError(422, "invalid_field", "event: events are not configured on this gateway")
-    assert request.to is not None and request.text is not None  # guaranteed by the model
     try:
-        target = resolve_target(
-            request.to,
+        return resolve_target(
+            to,
             settings.group_aliases,
             allow_raw=settings.wa_allow_raw_targets,
             default_country=settings.wa_default_country,
         )
     except InvalidTarget as exc:
         raise ApiError(422, "invalid_field", f"to: {exc}") from None
-    check_capabilities(services, target, request.text)
-    return Notification(id=str(uuid.uuid4()), to=request.to, target=target, text=request.text)
+
+
+def build_notifications(services: Services, request: NotifyRequest) -> list[Notification]:
+    """One notification per target: `to` + `text`, or an event rendered for each alias."""
+    if request.event is not None:
+        try:
+            event = services.events.get(request.event)
+            text = event.render(request.data or {})
+        except EventError as exc:
+            raise ApiError(422, "invalid_field", str(exc)) from None
+        pairs = [(alias, _target(services, alias)) for alias in event.targets]
+    else:
+        assert request.to is not None and request.text is not None  # guaranteed by the model
+        text = request.text
+        pairs = [(request.to, _target(services, request.to))]
+    notifications = []
+    for to, target in pairs:
+        check_capabilities(services, target, text)
+        notifications.append(
+            Notification(id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event)
+        )
+    return notifications
 
 
 def _unavailable(detail: str) -> ApiError:
@@ -197,15 +217,53 @@ async def post_notify(request: web.Request) -> web.Response:
         notify = NotifyRequest.model_validate(body)
     except ValidationError as exc:
         raise ApiError(422, "invalid_field", describe(exc)) from None
-    notification = build_notification(services, notify)
-    await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
+    notifications = build_notifications(services, notify)
+    ids = [n.id for n in notifications]
+    answer = Queued(id=ids[0], ids=ids if len(ids) > 1 else None).model_dump(exclude_none=True)
+
+    idempotent = _idempotent_request(request, services, body)
+    if idempotent is not None:
+        try:
+            earlier = await idempotent.begin(answer)
+        except KeyReused:
+            raise ApiError(
+                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
+            ) from None
+        except StillPending:
+            raise _unavailable("a request with this Idempotency-Key is still in progress") from None
+        if earlier is not None:
+            return web.json_response(earlier, status=202, headers={"Idempotent-Replayed": "true"})
     try:
-        await services.publisher.publish_notification(notification)
+        await _publish(services, notifications)
+    except BaseException:
+        if idempotent is not None:
+            await idempotent.abandon()
+        raise
+    if idempotent is not None:
+        await idempotent.done(answer)
+    return web.json_response(answer, status=202)
+
+
+def _idempotent_request(request: web.Request, services: Services, body: dict) -> IdempotentRequest | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not valid_key(key):
+        raise ApiError(400, "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters")
+    wait = services.settings.wa_publish_timeout + 1
+    return IdempotentRequest(services.store, key, request.get(API_KEY), body, wait=wait)
+
+
+async def _publish(services: Services, notifications: list[Notification]) -> None:
+    """Record `queued`, publish each with a confirm; undo the records if any publish fails."""
+    for notification in notifications:
+        await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
+    try:
+        await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
     except BrokerUnavailable as exc:
-        await services.store.forget_status(notification.id)
-        raise _unavailable(f"the message queue is unavailable ({exc}); nothing was queued") from None
-    answer = Queued(id=notification.id)
-    return web.json_response(answer.model_dump(), status=202)
+        for notification in notifications:
+            await services.store.forget_status(notification.id)
+        raise _unavailable(f"the message queue is unavailable ({exc}); try again") from None
 
 
 async def get_notify(request: web.Request) -> web.Response:

@@ -96,6 +96,9 @@ class Queued(BaseModel):
 
     id: str
     status: Literal["queued"] = "queued"
+    ids: list[str] | None = Field(
+        default=None, description="Every notification id, when an event goes to several targets"
+    )
 
 
 class ErrorAnswer(BaseModel):

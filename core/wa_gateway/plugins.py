@@ -83,6 +83,8 @@ def make_plugin_manager(
 
 
 def _problem(plugins: PluginSet, text: str) -> None:
+    # one line: pluggy's messages span several, and problems end up in one-line errors
+    text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
     plugins.problems.append(text)
     log.warning("plugin skipped: %s", text)
 
@@ -94,13 +96,12 @@ def _register(plugins: PluginSet, plugin: Any, name: str) -> None:
     try:
         manager.register(plugin, name=name)
         manager.check_pending()
-    except pluggy.PluginValidationError as exc:
-        manager.unregister(plugin)
-        _problem(plugins, f"{name}: {exc}")
-    except ValueError as exc:
+    except (pluggy.PluginValidationError, ValueError) as exc:
         _problem(plugins, f"{name}: {exc}")
     else:
         return
+    # register() may fail before registering anything (recent pluggy validates first)
+    # or after (check_pending): unregister only what is registered.
     if manager.is_registered(plugin):
         manager.unregister(plugin)
 

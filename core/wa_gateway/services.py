@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .broker import Broker, Publisher, Topology
+from .events import EventCatalog
 from .plugins import PluginSet, make_plugin_manager
 from .provider import Capabilities
 from .resilience import CircuitBreaker
@@ -32,6 +33,7 @@ class Services:
         self.settings = settings
         self.plugins = plugins if plugins is not None else make_plugin_manager()
         self.capabilities: Capabilities = self.plugins.capabilities(settings.wa_provider)
+        self.events = EventCatalog.load(settings.wa_templates, settings.group_aliases)
         self.topology = Topology(
             retry_delays=tuple(settings.wa_retry_delays), prefix=settings.wa_queue_prefix
         )

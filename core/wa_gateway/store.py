@@ -25,9 +25,13 @@ class Store(Protocol):
     async def put_status(self, status: DeliveryStatus) -> None: ...
     async def get_status(self, notification_id: str) -> DeliveryStatus | None: ...
     async def forget_status(self, notification_id: str) -> None: ...
-    async def claim(self, key: str, notification_id: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
-        """Bind `key` to `notification_id` unless it is bound: then return the bound id."""
+    async def claim(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
+        """Bind `key` to `value` unless it is bound already: then return the bound value."""
         ...
+    async def settle(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> None:
+        """Replace the value bound to `key` (the final answer once the work is done)."""
+        ...
+    async def get_claim(self, key: str) -> str | None: ...
     async def release(self, key: str) -> None: ...
     async def put_breaker(self, name: str, snapshot: dict[str, Any]) -> None: ...
     async def get_breakers(self) -> dict[str, dict[str, Any]]: ...
@@ -58,15 +62,21 @@ class MemoryStore:
     async def forget_status(self, notification_id: str) -> None:
         self._status.pop(notification_id, None)
 
-    async def claim(self, key: str, notification_id: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
-        bound = self._claims.get(key)
-        now = time.monotonic()
-        if bound is not None and bound[1] > now:
-            return bound[0]
-        self._claims[key] = (notification_id, now + ttl)
+    async def claim(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
+        bound = await self.get_claim(key)
+        if bound is not None:
+            return bound
+        await self.settle(key, value, ttl)
+        return None
+
+    async def settle(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> None:
+        self._claims[key] = (value, time.monotonic() + ttl)
         self._claims.move_to_end(key)
         self._trim(self._claims)
-        return None
+
+    async def get_claim(self, key: str) -> str | None:
+        bound = self._claims.get(key)
+        return bound[0] if bound is not None and bound[1] > time.monotonic() else None
 
     async def release(self, key: str) -> None:
         self._claims.pop(key, None)
@@ -106,14 +116,21 @@ class RedisStore:
     async def forget_status(self, notification_id: str) -> None:
         await self._redis.delete(self._status_key(notification_id))
 
-    async def claim(self, key: str, notification_id: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
+    async def claim(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> str | None:
         redis_key = self._claim_key(key)
-        if await self._redis.set(redis_key, notification_id, nx=True, ex=int(ttl)):
-            return None
-        bound = await self._redis.get(redis_key)
-        if bound is None:  # expired or released between the two calls: try once more
-            return await self.claim(key, notification_id, ttl)
-        return bound.decode()
+        while not await self._redis.set(redis_key, value, nx=True, ex=int(ttl)):
+            bound = await self._redis.get(redis_key)
+            if bound is not None:
+                return bound.decode()
+            # released or expired between the two calls: try to claim again
+        return None
+
+    async def settle(self, key: str, value: str, ttl: float = IDEMPOTENCY_TTL) -> None:
+        await self._redis.set(self._claim_key(key), value, ex=int(ttl))
+
+    async def get_claim(self, key: str) -> str | None:
+        bound = await self._redis.get(self._claim_key(key))
+        return None if bound is None else bound.decode()
 
     async def release(self, key: str) -> None:
         await self._redis.delete(self._claim_key(key))

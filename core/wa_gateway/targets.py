@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from .models import Target
 
-GROUP_ID = re.compile(r"^\d{5,40}(-\d{1,20})?@g\.us$")
+GROUP_ID = re.compile(r"[0-9]{5,40}(-[0-9]{1,20})?@g\.us")  # ASCII digits; used with fullmatch
 _PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
 _MIN_DIGITS, _MAX_DIGITS = 8, 15  # E.164: at most 15 digits including the country code
 
@@ -41,7 +41,7 @@ def normalise_phone(raw: str, default_country: str) -> str:
 
 
 def is_group_id(value: str) -> bool:
-    return GROUP_ID.match(value) is not None
+    return GROUP_ID.fullmatch(value) is not None
 
 
 def resolve_target(

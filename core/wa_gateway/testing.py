@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import re
 import socket
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -455,5 +457,10 @@ class ProviderConformance:
     ) -> None:
         await provider.send(self.make_message())
         assert api.open_connections == 1
-        await provider.close()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            await provider.close()
+            gc.collect()  # a session dropped instead of closed warns when collected
+        unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        assert not unclosed, f"close() dropped resources without closing them: {unclosed}"
         assert await wait_until(lambda: api.open_connections == 0), "close() left a connection open"

@@ -1,0 +1,169 @@
+"""Business events: an app names an event and gives data; the gateway knows where it
+goes and how it reads. Loaded and checked once at start-up from the events file
+(TOML), rendered with a sandboxed Jinja2 that refuses undefined values.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError, create_model
+
+_FIELD_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": StrictInt,
+    "number": float,
+    "bool": StrictBool,
+}
+
+
+class EventsFileError(Exception):
+    """The events file cannot be used; one line says where and why."""
+
+
+class EventError(ValueError):
+    """A request's event or data cannot be rendered; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    targets: tuple[str, ...]
+    template: jinja2.Template
+    source: str
+    description: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    model: type[BaseModel] | None = None
+
+    def render(self, data: Mapping[str, Any]) -> str:
+        values = dict(data)
+        if self.model is not None:
+            try:
+                values = {**values, **self.model.model_validate(values).model_dump()}
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise EventError(f"data.{where}: {first['msg']}") from None
+        try:
+            text = self.template.render(values)
+        except jinja2.UndefinedError as exc:
+            raise EventError(f"data: {exc.message} (event {self.name!r} needs it)") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise EventError(f"data: refused by the template sandbox ({exc})") from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise EventError(f"data: a value has the wrong type for event {self.name!r} ({exc})") from None
+        if not text.strip():
+            raise EventError(f"event {self.name!r} rendered an empty message")
+        return text
+
+
+class EventCatalog:
+    def __init__(self, events: Mapping[str, Event], path: str, disabled: Mapping[str, str]) -> None:
+        self.events = dict(events)
+        self.path = path
+        self.disabled = dict(disabled)
+        """Shipped events whose aliases this deployment has not configured, with why."""
+
+    def get(self, name: str) -> Event:
+        if name in self.disabled:
+            raise EventError(f"event: {name!r} is disabled here: {self.disabled[name]}")
+        try:
+            return self.events[name]
+        except KeyError:
+            known = ", ".join(sorted(self.events)) or "none"
+            raise EventError(f"event: unknown event {name!r} (known: {known})") from None
+
+    @classmethod
+    def load(cls, path: str | None, aliases: Mapping[str, str]) -> EventCatalog:
+        """Read and check the file: every target alias exists, every template compiles.
+
+        An operator's own file (WA_TEMPLATES) must be right in full. The shipped
+        default only disables the examples whose aliases are not configured, so a
+        deployment with just WA_GROUP_LOGISTIC_ID still starts.
+        """
+        if path is None:
+            source = resources.files("wa_gateway").joinpath("events.toml").read_text("utf-8")
+            where = "the shipped events.toml"
+        else:
+            try:
+                source = Path(path).read_text("utf-8")
+            except OSError as exc:
+                raise EventsFileError(f"WA_TEMPLATES={path}: cannot read it ({exc.strerror})") from None
+            where = path
+        try:
+            raw = tomllib.loads(source)
+        except tomllib.TOMLDecodeError as exc:
+            raise EventsFileError(f"{where}: not valid TOML ({exc})") from None
+        environment = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+        )
+        events: dict[str, Event] = {}
+        disabled: dict[str, str] = {}
+        for name, spec in raw.items():
+            try:
+                events[name] = _event(name, spec, environment, aliases, where)
+            except UnknownAlias as exc:
+                if path is not None:
+                    raise EventsFileError(str(exc)) from None
+                disabled[name] = exc.hint
+        return cls(events, where, disabled)
+
+
+class UnknownAlias(EventsFileError):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _event(
+    name: str, spec: Any, environment: SandboxedEnvironment, aliases: Mapping[str, str], where: str
+) -> Event:
+    if not isinstance(spec, dict):
+        raise EventsFileError(f"{where}: [{name}] must be a table")
+    unknown_keys = set(spec) - {"to", "template", "fields", "description"}
+    if unknown_keys:
+        raise EventsFileError(f"{where}: [{name}] has unknown keys: {', '.join(sorted(unknown_keys))}")
+    targets = spec.get("to")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise EventsFileError(f"{where}: [{name}] needs `to`, a list of target aliases")
+    missing = [t for t in targets if t.lower() not in aliases]
+    if missing:
+        hint = f"alias {missing[0]!r} is not configured (set WA_GROUP_{missing[0].upper()}_ID)"
+        raise UnknownAlias(f"{where}: [{name}] sends to unknown alias: {hint}", hint)
+    source = spec.get("template")
+    if not isinstance(source, str) or not source.strip():
+        raise EventsFileError(f"{where}: [{name}] needs a `template` string")
+    try:
+        template = environment.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise EventsFileError(f"{where}: [{name}] template line {exc.lineno}: {exc.message}") from None
+    fields = spec.get("fields", {})
+    if not isinstance(fields, dict) or any(t not in _FIELD_TYPES for t in fields.values()):
+        raise EventsFileError(
+            f"{where}: [{name}] fields must map names to one of {', '.join(_FIELD_TYPES)}"
+        )
+    model = None
+    if fields:
+        model = create_model(  # type: ignore[call-overload]
+            f"{name}_data",
+            __config__=ConfigDict(extra="allow"),
+            **{field_name: (_FIELD_TYPES[kind], ...) for field_name, kind in fields.items()},
+        )
+    return Event(
+        name=name,
+        targets=tuple(t.lower() for t in targets),
+        template=template,
+        source=source,
+        description=str(spec.get("description", "")),
+        fields=dict(fields),
+        model=model,
+    )
