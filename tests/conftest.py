@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -256,3 +258,36 @@ async def redis_url(prefix: str) -> AsyncIterator[str]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def process_env(prefix, tmp_path, cleanup_topology):
+    def env(**extra: str) -> dict[str, str]:
+        values = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", str(tmp_path)),
+            "AMQP_URL": AMQP_URL,
+            "WA_QUEUE_PREFIX": prefix,
+            "WA_GROUP_LOGISTIC_ID": LOGISTIC,
+            "WA_LOG_OUTBOX": str(tmp_path / "outbox.jsonl"),
+            "WA_RETRY_DELAYS": "0.2,0.4",
+            "WA_SHUTDOWN_TIMEOUT": "5",
+        }
+        values.update(extra)
+        return values
+
+    return env
+
+
+async def spawn(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, sig: int | None = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
+    if sig is not None:
+        process.send_signal(sig)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode, stderr.decode()

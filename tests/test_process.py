@@ -3,55 +3,19 @@ cleanly, finishing in-flight work, with exit status 0 and no traceback."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import socket
-import sys
 
 import aiohttp
 import pytest
 
-from .conftest import AMQP_URL, LOGISTIC, outbox_lines, queue_size, wait_for
+from .conftest import finish, outbox_lines, queue_size, spawn, wait_for
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def process_env(prefix, tmp_path, cleanup_topology):
-    def env(**extra: str) -> dict[str, str]:
-        values = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", str(tmp_path)),
-            "AMQP_URL": AMQP_URL,
-            "WA_QUEUE_PREFIX": prefix,
-            "WA_GROUP_LOGISTIC_ID": LOGISTIC,
-            "WA_LOG_OUTBOX": str(tmp_path / "outbox.jsonl"),
-            "WA_RETRY_DELAYS": "0.2,0.4",
-            "WA_SHUTDOWN_TIMEOUT": "5",
-        }
-        values.update(extra)
-        return values
-
-    return env
-
-
-async def spawn(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def finish(process: asyncio.subprocess.Process, sig: int | None = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
-    if sig is not None:
-        process.send_signal(sig)
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    return process.returncode, stderr.decode()
 
 
 async def test_worker_killed_before_send_leaves_the_message_in_the_queue(

@@ -264,7 +264,9 @@ class Publisher:
             raise BrokerUnavailable("RabbitMQ did not confirm the message in time") from None
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"RabbitMQ refused the message ({exc})") from None
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            # aiormq raises RuntimeError("... closed") when a channel is opened mid-reconnect
+            log.warning("publish failed: %s: %s", type(exc).__name__, exc)
             raise BrokerUnavailable(f"RabbitMQ connection lost ({type(exc).__name__})") from None
 
     async def publish_notification(self, notification: Notification) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
-import time
 import functools
+import json
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -177,7 +177,9 @@ class HttpProvider(Provider):
         code = None if code is None or str(code).strip() == "" else str(code).strip()
         if transient is None:
             transient = self.is_transient(code, answer.status)
-        text = self.redact(message or f"unexpected HTTP {answer.status} answer: {answer.snippet}")
+        if not message:
+            message = f"unexpected HTTP {answer.status} answer: {answer.snippet}"
+        text = self.redact(str(message))
         if transient:
             return TransientError(
                 text,

@@ -24,7 +24,7 @@ import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl
 
 import pytest
@@ -165,7 +165,7 @@ class FakeProviderApi:
     def script(self, *answers: Answer) -> None:
         self._script.extend(answers)
 
-    async def __aenter__(self) -> FakeProviderApi:
+    async def __aenter__(self) -> Self:
         await self._server.start_server()
         return self
 
@@ -192,7 +192,7 @@ class FakeProviderApi:
         answer = self._script.popleft() if self._script else self.default
         if answer.delay:
             timeout = None if math.isinf(answer.delay) else answer.delay
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout)
         return answer.response()
 
@@ -320,7 +320,9 @@ class ProviderConformance:
         with pytest.raises(ProviderError) as caught:
             await provider.send(message)
         error = caught.value
-        assert isinstance(error, expected), f"{case.test_id}: {error!r} is not a {expected.__name__}"
+        assert isinstance(error, expected), (
+            f"{case.test_id}: {error!r} is not a {expected.__name__}"
+        )
         assert error.provider_status == case.answer.status
         assert error.provider_code == case.code
         if case.message is not None:
@@ -361,7 +363,9 @@ class ProviderConformance:
             self.create(config)
 
     @pytest.mark.asyncio
-    async def test_success_returns_a_receipt(self, provider: Provider, api: FakeProviderApi) -> None:
+    async def test_success_returns_a_receipt(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
         message = self.make_message()
         receipt = await provider.send(message)
         assert isinstance(receipt, Receipt)
@@ -408,7 +412,9 @@ class ProviderConformance:
                 assert api.requests == [], "sent a message it declares it cannot serve"
 
     @pytest.mark.asyncio
-    async def test_refuses_text_over_its_limit(self, provider: Provider, api: FakeProviderApi) -> None:
+    async def test_refuses_text_over_its_limit(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
         limit = provider.capabilities.max_text_length
         with pytest.raises(PermanentError):
             await provider.send(phone_message(text="x" * (limit + 1)))
