@@ -8,6 +8,7 @@ validation (hook names, argument names) checks the docs too.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import types
 from pathlib import Path
@@ -92,10 +93,17 @@ def test_register_providers_example_adds_a_provider() -> None:
     assert isinstance(plugins.capabilities(added.pop()), Capabilities)
 
 
-def test_observer_examples_run_with_what_the_worker_passes() -> None:
+def test_observer_examples_run_with_what_the_worker_passes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
     message, receipt = phone_message(), Receipt(provider="log", provider_message_id="log-1")
     load_example("message_delivered").message_delivered(message=message, receipt=receipt)
     dead_lettered = load_example("message_dead_lettered").message_dead_lettered
     headers = {"x-attempts": 5, "x-provider": "meta", "x-provider-code": "131026"}
     for dead in (message, None):  # None: a body the worker could not read
         dead_lettered(message=dead, reason="undeliverable", headers=headers)
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 3
+    assert message.id in logged[0] and "log-1" in logged[0]
+    assert "undeliverable" in logged[1] and "131026" in logged[2]

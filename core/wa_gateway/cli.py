@@ -10,12 +10,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from .broker import BrokerUnavailable, TopologyMismatch
 from .events import EventsFileError
+from .logs import configure_logging
 from .gateway import STOPPING, ApiError, build_notifications, describe, make_app
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
@@ -29,16 +31,6 @@ log = logging.getLogger("wa_gateway")
 
 class UserError(Exception):
     """Shown as `wa-gateway: error: <message>` with exit status 2, no traceback."""
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
 
 
 def _is_loopback(host: str) -> bool:
@@ -91,6 +83,10 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
         await primary.close()
         if fallback is not None:
             await fallback.close()
+    if settings.redis_url is None:
+        level = logging.INFO if serve and work else logging.WARNING
+        log.log(level, "REDIS_URL is not set: delivery status and idempotency keys live in this "
+                "process only (right for `run`; set REDIS_URL when serve and worker run apart)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,8 +164,6 @@ async def send_one(settings: Settings, to: str, text: str) -> str:
 
 def _safe_url(url: str) -> str:
     """The AMQP URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
@@ -210,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wa-gateway", description="WhatsApp notification gateway")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the HTTP gateway")
     commands.add_parser("worker", help="run the consumer that sends messages")
@@ -229,7 +224,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(verbose=args.verbose, json_output=True if args.log_json else None,
+                      secrets=_secrets(args.env_file or None))
     try:
         return _dispatch(args)
     except (UserError, ConfigError, TopologyMismatch, EventsFileError) as exc:
@@ -256,6 +252,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in handlers:
         return handlers[args.command]()
     return int(args.handler(settings, args))
+
+
+def _secrets(env_file: str | None) -> list[str]:
+    """Every credential the settings hold, so the log masker can hide them."""
+    settings = _settings_or_none(env_file)
+    if settings is None:
+        return []
+    values = [*settings.api_keys]
+    for secret in (settings.wa_api_key, settings.wa_fallback_api_key):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    values += [v for k, v in settings.raw_env.items() if k.endswith(("_KEY", "_TOKEN", "_SECRET")) and v]
+    for url in (settings.amqp_url, settings.redis_url or ""):
+        password = urlsplit(url).password
+        if password:
+            values.append(password)
+    return values
 
 
 def _settings_or_none(env_file: str | None) -> Settings | None:

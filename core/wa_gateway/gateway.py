@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from .broker import BrokerUnavailable
 from .events import EventError
+from .logs import bind_notification
 from .idempotency import IdempotentRequest, KeyReused, StillPending, valid_key
 from .models import DeliveryStatus, Notification, NotifyRequest, Queued, Target
 from .services import Services
@@ -60,6 +62,16 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """wa_http_requests by route pattern (never the raw path: ids would explode the labels)."""
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[SERVICES].metrics.requests.labels(request.method, route, str(response.status)).inc()
+    return response
 
 
 @web.middleware
@@ -154,19 +166,10 @@ def describe(error: ValidationError) -> str:
 
 def check_capabilities(services: Services, target: Target, text: str) -> None:
     """Refuse what the configured provider cannot deliver, rather than queue a dead message."""
-    name = services.settings.wa_provider
-    capabilities = services.capabilities
-    if target.kind == "group" and not capabilities.groups:
-        raise ApiError(422, "invalid_field", f"to: provider {name!r} cannot send to WhatsApp groups")
-    if target.kind == "phone" and not capabilities.phone_numbers:
-        raise ApiError(422, "invalid_field", f"to: provider {name!r} cannot send to phone numbers")
-    if len(text) > capabilities.max_text_length:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"text: {len(text)} characters, provider {name!r} accepts at most "
-            f"{capabilities.max_text_length}",
-        )
+    refusal = services.capabilities.refusal(target.kind, text)
+    if refusal:
+        field = "text" if refusal.startswith("the text") else "to"
+        raise ApiError(422, "invalid_field", f"{field}: provider {services.settings.wa_provider!r} {refusal}")
 
 
 def _target(services: Services, to: str) -> Target:
@@ -219,6 +222,7 @@ async def post_notify(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", describe(exc)) from None
     notifications = build_notifications(services, notify)
     ids = [n.id for n in notifications]
+    bind_notification(ids[0] if len(ids) == 1 else ",".join(ids))
     answer = Queued(id=ids[0], ids=ids if len(ids) > 1 else None).model_dump(exclude_none=True)
 
     idempotent = _idempotent_request(request, services, body)
@@ -241,6 +245,7 @@ async def post_notify(request: web.Request) -> web.Response:
         raise
     if idempotent is not None:
         await idempotent.done(answer)
+    log.info("queued for %s", ", ".join(n.to for n in notifications))
     return web.json_response(answer, status=202)
 
 
@@ -259,7 +264,8 @@ async def _publish(services: Services, notifications: list[Notification]) -> Non
     for notification in notifications:
         await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
     try:
-        await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
+        with services.metrics.publish_seconds.time():
+            await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
     except BrokerUnavailable as exc:
         for notification in notifications:
             await services.store.forget_status(notification.id)
@@ -272,6 +278,12 @@ async def get_notify(request: web.Request) -> web.Response:
     if status is None:
         raise ApiError(404, "not_found", f"no notification with id {notification_id!r}")
     return web.json_response(json.loads(status.model_dump_json(exclude_none=True)))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await services.metrics.render(services)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -289,13 +301,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 def make_app(services: Services) -> web.Application:
     """The aiohttp application; `services` are opened and closed with it."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors, bearer_auth])
+    app = web.Application(
+        client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, bearer_auth]
+    )
     app[SERVICES] = services
     app[STOPPING] = {"value": False}
     app.router.add_post("/notify", post_notify)
     app.router.add_get("/notify/{id}", get_notify)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         async with services.opened():

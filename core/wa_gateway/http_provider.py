@@ -148,17 +148,9 @@ class HttpProvider(Provider):
         The gateway answers 422 for these before queueing; this guards messages queued
         while another provider was configured, so they die at once instead of retrying.
         """
-        capabilities = self.capabilities
-        kind = message.target.kind
-        if (kind == "group" and not capabilities.groups) or (
-            kind == "phone" and not capabilities.phone_numbers
-        ):
-            raise PermanentError(f"the {self.name} provider cannot send to a {kind}")
-        if len(message.text) > capabilities.max_text_length:
-            raise PermanentError(
-                f"the text has {len(message.text)} characters; the {self.name} provider "
-                f"accepts at most {capabilities.max_text_length}"
-            )
+        refusal = self.capabilities.refusal(message.target.kind, message.text)
+        if refusal:
+            raise PermanentError(f"the {self.name} provider {refusal}")
 
     def failure(
         self,

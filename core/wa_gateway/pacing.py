@@ -1,7 +1,9 @@
-"""Per-provider send pacing: WhatsApp numbers get banned when they burst.
+"""Token buckets: per-provider send pacing and per-API-key request limits.
 
-One RateLimiter per provider is shared by every prefetched message, so the pace
-holds however many messages the worker holds; waiting tasks sleep, they don't spin.
+WhatsApp numbers get banned when they burst: one RateLimiter per provider is shared
+by every prefetched message, so the pace holds however many messages the worker
+holds; waiting tasks sleep, they don't spin. The gateway uses the same bucket to
+refuse (429) a client over its limit instead of making it wait.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ class RateLimiter:
         slot = max(self._next_free, now - (self.burst - 1) * interval)
         self._next_free = slot + interval
         return max(0.0, slot - now)
+
+    def try_take(self) -> float:
+        """Take a slot only if it is free now; else return seconds until one is."""
+        if self.unlimited:
+            return 0.0
+        interval = 1.0 / self.rate
+        now = self._clock()
+        slot = max(self._next_free, now - (self.burst - 1) * interval)
+        if slot > now:
+            return slot - now
+        self._next_free = slot + interval
+        return 0.0
 
     async def acquire(self) -> None:
         delay = self.reserve()

@@ -91,7 +91,10 @@ def _problem(plugins: PluginSet, text: str) -> None:
 
 def _register(plugins: PluginSet, plugin: Any, name: str) -> None:
     manager = plugins.manager
-    if manager.is_registered(plugin) or manager.has_plugin(name):
+    if manager.is_registered(plugin):
+        return
+    if manager.has_plugin(name):
+        _problem(plugins, f"{name}: another plugin is already registered under this name")
         return
     try:
         manager.register(plugin, name=name)
@@ -106,19 +109,31 @@ def _register(plugins: PluginSet, plugin: Any, name: str) -> None:
         manager.unregister(plugin)
 
 
+def _refusal(name: Any, factory: Any, registered: dict[str, ProviderFactory]) -> str | None:
+    if not isinstance(name, str) or not name.isidentifier():
+        return f"provider name {name!r} is not a simple identifier"
+    capabilities = getattr(factory, "capabilities", None)
+    if not isinstance(capabilities, Capabilities):
+        return f"provider {name!r} declares no Capabilities"
+    if not capabilities.send_rate > 0 or capabilities.max_text_length < 1:
+        return f"provider {name!r} declares an unusable send rate or text length"
+    if name in registered:
+        return f"provider {name!r} is already registered"
+    return None
+
+
 def _collect_providers(plugins: PluginSet) -> None:
     """Call every register_providers hook, one plugin at a time so a bad one is named."""
     for impl in plugins.manager.hook.register_providers.get_hookimpls():
         source = impl.plugin_name
 
         def register(name: str, factory: ProviderFactory, _source: str = source) -> None:
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"provider name {name!r} is not a simple identifier")
-            if not isinstance(getattr(factory, "capabilities", None), Capabilities):
-                raise ValueError(f"provider {name!r} declares no Capabilities")
-            if name in plugins.providers:
-                raise ValueError(f"provider {name!r} is already registered")
-            plugins.providers[name] = factory
+            """Add one provider; a refused one is reported and the plugin's others still count."""
+            refusal = _refusal(name, factory, plugins.providers)
+            if refusal:
+                _problem(plugins, f"{_source}: {refusal}")
+            else:
+                plugins.providers[name] = factory
 
         try:
             impl.function(register=register)

@@ -27,6 +27,16 @@ class Capabilities:
     """Messages per second the provider tolerates without throttling or bans."""
     phone_numbers: bool = True
 
+    def refusal(self, target_kind: str, text: str) -> str | None:
+        """Why a provider with these capabilities cannot send this, or None if it can."""
+        if target_kind == "group" and not self.groups:
+            return "cannot send to WhatsApp groups"
+        if target_kind == "phone" and not self.phone_numbers:
+            return "cannot send to phone numbers"
+        if len(text) > self.max_text_length:
+            return f"the text has {len(text)} characters; it accepts at most {self.max_text_length}"
+        return None
+
 
 @dataclass(frozen=True)
 class Receipt:

@@ -56,6 +56,8 @@ def pick_retry_tier(
     The n-th failure waits in tier n-1; a provider's retry-after moves it up to the
     first tier that waits at least that long (the last tier if none does).
     """
+    if attempts < 1:
+        raise ValueError("attempts counts failures: it starts at 1")
     if attempts > len(delays):
         return None
     tier = attempts - 1

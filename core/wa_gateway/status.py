@@ -14,12 +14,14 @@ from .services import Services
 from .settings import Settings
 
 
-async def queue_depths(services: Services) -> dict[str, tuple[int, int] | None]:
+async def queue_depths(
+    services: Services, names: tuple[str, ...] | None = None
+) -> dict[str, tuple[int, int] | None]:
     """(ready messages, consumers) per queue by passive declare; None if it does not exist."""
     await services.broker.wait_connected(timeout=10)
     depths: dict[str, tuple[int, int] | None] = {}
     assert services.broker.connection is not None
-    for name in services.topology.all_queues():
+    for name in names or services.topology.all_queues():
         channel = await services.broker.connection.channel()
         try:
             queue = await channel.declare_queue(name, passive=True)

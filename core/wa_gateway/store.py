@@ -7,7 +7,6 @@ the single-process `run` only, and says so at start.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import OrderedDict
 import json
@@ -15,7 +14,6 @@ from typing import Any, Protocol
 
 from .models import DeliveryStatus
 
-log = logging.getLogger(__name__)
 
 STATUS_TTL = 7 * 24 * 3600
 IDEMPOTENCY_TTL = 24 * 3600
@@ -152,5 +150,4 @@ class RedisStore:
 def make_store(redis_url: str | None, prefix: str = "wa") -> Store:
     if redis_url:
         return RedisStore(redis_url, prefix)
-    log.info("REDIS_URL is not set: delivery status and idempotency keys live in this process only")
     return MemoryStore()

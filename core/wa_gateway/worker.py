@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from tenacity import (
 )
 
 from .broker import CONNECTION_ERRORS, BrokerUnavailable
+from .logs import bind_notification
 from .models import DeliveryStatus, Notification
 from .pacing import RateLimiter
 from .provider import PermanentError, Provider, ProviderError, Receipt, TransientError
@@ -56,9 +58,7 @@ class Route:
         return self.provider.name
 
     def can_serve(self, notification: Notification) -> bool:
-        capabilities = self.provider.capabilities
-        kind_ok = capabilities.groups if notification.target.kind == "group" else capabilities.phone_numbers
-        return kind_ok and len(notification.text) <= capabilities.max_text_length
+        return self.provider.capabilities.refusal(notification.target.kind, notification.text) is None
 
 
 def _is_blip(exc: BaseException) -> bool:
@@ -76,6 +76,7 @@ class Worker:
         self.services = services
         self.settings = services.settings
         self.topology = services.topology
+        self.metrics = services.metrics
         self.primary = self._route(provider)
         self.fallback = self._route(fallback) if fallback is not None else None
         self.prefetch = self.settings.wa_worker_prefetch
@@ -185,6 +186,7 @@ class Worker:
     # -- one message -----------------------------------------------------------------
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        bind_notification(message.message_id or "?")
         headers = dict(message.headers or {})
         attempts = int(headers.get("x-attempts", 0) or 0)
         try:
@@ -193,6 +195,7 @@ class Worker:
             reason = f"unparseable message: {str(exc).splitlines()[0]}"
             await self._dead_letter(message, None, headers, reason, attempts)
             return
+        bind_notification(notification.id)
         existing = await self.services.store.get_status(notification.id)
         if existing is not None and existing.status == "sent":
             log.info("message %s was already delivered; dropping the redelivered copy", notification.id)
@@ -249,14 +252,22 @@ class Worker:
         ):
             with attempt:
                 await route.pacer.acquire()
+                started = time.perf_counter()
+                outcome = "sent"
                 try:
                     receipt = await route.provider.send(notification)
                 except PermanentError:
+                    outcome = "permanent"
                     route.breaker.record_success()  # the provider is up; it said no
                     raise
                 except Exception:
+                    outcome = "transient"
                     route.breaker.record_failure()
                     raise
+                finally:
+                    self.metrics.provider_seconds.labels(route.name, outcome).observe(
+                        time.perf_counter() - started
+                    )
                 route.breaker.record_success()
                 return receipt
         raise AssertionError("unreachable: tenacity reraises the last error")
@@ -278,6 +289,8 @@ class Worker:
             )
         )
         await message.ack()
+        log.info("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
+        self.metrics.sent.labels(receipt.provider).inc()
         self._call_hook("message_delivered", message=notification, receipt=receipt)
 
     async def _failed(
@@ -309,6 +322,7 @@ class Worker:
         delay = self.topology.retry_delays[tier]
         moved = await self._move(message, headers, exchange="", routing_key=self.topology.retry_queues[tier])
         if moved:
+            self.metrics.retried.labels(route.name, failure.provider_code or "").inc()
             await self.services.store.put_status(
                 DeliveryStatus(
                     id=notification.id,
@@ -339,6 +353,9 @@ class Worker:
         if not await self._move(message, headers, exchange=self.topology.dead, routing_key=""):
             return
         log.warning("message %s dead-lettered: %s", message.message_id, reason)
+        self.metrics.dead.labels(
+            str(headers.get("x-provider", "")), _reason_class(reason), str(headers.get("x-provider-code", ""))
+        ).inc()
         if notification is not None:
             await self.services.store.put_status(
                 DeliveryStatus(
@@ -384,6 +401,15 @@ class Worker:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception:
                 log.exception("hook %s of plugin %s failed; delivery goes on", name, impl.plugin_name)
+
+
+def _reason_class(reason: str) -> str:
+    """A bounded label for metrics: the full reason stays in the headers."""
+    if reason.startswith("unparseable"):
+        return "unparseable"
+    if reason.startswith("retries exhausted"):
+        return "exhausted"
+    return "permanent"
 
 
 def _put_provider_details(headers: dict[str, Any], failure: Failure) -> None:

@@ -57,9 +57,13 @@ class TestWatzapConformance(ProviderConformance):
             retry_after=300,
             id="1005-instance-not-started-waits-minutes",
         ),
-        ErrorCase(Answer(200, watzap_error("1006", "Other Error")), code="1006", message="Other Error"),
+        ErrorCase(
+            Answer(200, watzap_error("1006", "Other Error")), code="1006", message="Other Error"
+        ),
         ErrorCase(Answer(200, watzap_error(1006, "Other Error")), code="1006", id="numeric-1006"),
-        ErrorCase(Answer(200, watzap_error("1999", "Undocumented")), code="1999", id="unknown-code"),
+        ErrorCase(
+            Answer(200, watzap_error("1999", "Undocumented")), code="1999", id="unknown-code"
+        ),
         ErrorCase(Answer(200, {"message": "Successfully"}), code=None, id="json-without-status"),
         ErrorCase(Answer(200, "<html>Maintenance</html>"), code=None, id="non-json-200"),
         ErrorCase(
@@ -76,7 +80,11 @@ class TestWatzapConformance(ProviderConformance):
         ),
     )
     permanent_cases = (
-        ErrorCase(Answer(200, watzap_error("1002", "Invalid API Key")), code="1002", message="Invalid API Key"),
+        ErrorCase(
+            Answer(200, watzap_error("1002", "Invalid API Key")),
+            code="1002",
+            message="Invalid API Key",
+        ),
         ErrorCase(Answer(200, watzap_error("1003", "Invalid Number Key")), code="1003"),
         ErrorCase(Answer(200, watzap_error(1004, "Pairing Failed, Access Denied")), code="1004"),
     )
@@ -138,7 +146,9 @@ class TestWatzapConformance(ProviderConformance):
     async def test_an_answer_echoing_the_keys_is_redacted(
         self, provider: WatzapProvider, api: FakeProviderApi
     ) -> None:
-        api.script(Answer(200, watzap_error("1003", f"Invalid Number Key {NUMBER_KEY} ({API_KEY})")))
+        api.script(
+            Answer(200, watzap_error("1003", f"Invalid Number Key {NUMBER_KEY} ({API_KEY})"))
+        )
         with pytest.raises(PermanentError) as caught:
             await provider.send(phone_message())
         assert caught.value.provider_message == "Invalid Number Key *** (***)"
@@ -159,7 +169,9 @@ def test_default_base_url_is_watzaps_v1_api() -> None:
 
 def test_wa_api_url_replaces_the_base_url() -> None:
     config = ProviderConfig(
-        api_key=API_KEY, api_url="http://watzap.test/v1/", settings={"WATZAP_NUMBER_KEY": NUMBER_KEY}
+        api_key=API_KEY,
+        api_url="http://watzap.test/v1/",
+        settings={"WATZAP_NUMBER_KEY": NUMBER_KEY},
     )
     assert WatzapProvider(config).base_url == "http://watzap.test/v1"
 

@@ -8,9 +8,9 @@ it: later failures (63016, 63024 …) reach only a StatusCallback, not this send
 
 from __future__ import annotations
 
+import base64
 import re
 
-import aiohttp
 from wa_gateway import (
     Capabilities,
     HttpAnswer,
@@ -52,7 +52,8 @@ class TwilioProvider(HttpProvider):
                 f"TWILIO_FROM={sender!r} is not a WhatsApp sender like 'whatsapp:+14155238886'"
             )
         self.sender = _CHANNEL + sender
-        self.auth = aiohttp.BasicAuth(self.account_sid, auth_token)
+        credentials = f"{self.account_sid}:{auth_token}".encode()
+        self.authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
 
     async def send(self, message: Notification) -> Receipt:
         self.check_servable(message)
@@ -61,7 +62,7 @@ class TwilioProvider(HttpProvider):
             "POST",
             f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json",
             data=form,
-            auth=self.auth,
+            headers={"Authorization": self.authorization},
         )
         return self.receipt(answer)
 
