@@ -175,14 +175,14 @@ def start_gateway(aiohttp_client: Any, plugins: PluginSet) -> Callable[..., Any]
 
 
 @pytest.fixture
-async def start_worker(plugins: PluginSet) -> AsyncIterator[Callable[..., Any]]:
+async def start_worker() -> AsyncIterator[Callable[..., Any]]:
     """Start a worker on (possibly shared) services; stopped when the test ends."""
     running: list[tuple[Worker, Any]] = []
 
     async def start(services: Services, provider: str | None = None, fallback: str | None = None) -> Worker:
         stack = services.opened()
         await stack.__aenter__()
-        settings = services.settings
+        settings, plugins = services.settings, services.plugins
         primary = plugins.create(provider or settings.wa_provider, settings.provider_config())
         second = plugins.create(fallback, settings.provider_config(fallback=True)) if fallback else None
         worker = Worker(services, primary, fallback=second)
