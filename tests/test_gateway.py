@@ -186,3 +186,48 @@ async def test_healthz_and_readyz(make_settings, start_gateway):
     assert ready.status == 200
     body = await ready.json()
     assert body["status"] == "ready" and body["broker"] == "connected" and body["provider"] == "log"
+
+
+async def test_api_key_over_its_rate_limit_gets_429_with_retry_after_and_others_keep_going(
+    make_settings, start_gateway, amqp
+):
+    settings = make_settings(gateway_api_keys="busy,quiet", gateway_rate_limit=1, gateway_rate_burst=3)
+    client, _ = await start_gateway(settings)
+    busy = {"Authorization": "Bearer busy"}
+
+    statuses = [
+        (await client.post("/notify", json={"to": "logistic", "text": "x"}, headers=busy)).status
+        for _ in range(4)
+    ]
+    limited = await client.post("/notify", json={"to": "logistic", "text": "x"}, headers=busy)
+    quiet = await client.post("/notify", json={"to": "logistic", "text": "x"}, headers={"Authorization": "Bearer quiet"})
+
+    assert statuses == [202, 202, 202, 429]
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert (await limited.json())["error"] == "rate_limited"
+    assert quiet.status == 202
+    assert await queue_size(amqp, f"{settings.wa_queue_prefix}.notify") == 4
+
+
+async def test_openapi_is_generated_from_the_models(make_settings, start_gateway):
+    client, _ = await start_gateway(make_settings(gateway_api_keys="k"))
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    schema = spec["components"]["schemas"]["NotifyRequest"]
+    assert schema["properties"]["text"]["anyOf"][0]["maxLength"] == 4096
+    responses = spec["paths"]["/notify"]["post"]["responses"]
+    assert set(responses) == {"202", "400", "401", "413", "415", "422", "429", "503"}
+    assert spec["paths"]["/notify"]["post"]["security"] == [{"bearer": []}]
+
+
+async def test_metrics_count_requests_by_route_and_show_queue_depth(make_settings, start_gateway):
+    client, _ = await start_gateway(make_settings())
+    await client.post("/notify", json={"to": "logistic", "text": "x"})
+    await client.get("/notify/some-id")
+
+    text = await (await client.get("/metrics")).text()
+
+    assert 'wa_http_requests_total{method="POST",route="/notify",status="202"} 1.0' in text
+    assert 'route="/notify/{id}",status="404"' in text
+    assert "wa_publish_seconds_count 1.0" in text
+    assert "wa_queue_messages{queue=" in text and '.notify"} 1.0' in text

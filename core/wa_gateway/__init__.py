@@ -4,7 +4,9 @@ This package namespace is the public plugin API: a provider plugin imports from 
 (and from `wa_gateway.testing` in its tests), never from the modules behind it.
 """
 
-from .hookspecs import hookimpl
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402 - the version first: submodules read it
 from .http_provider import HttpAnswer, HttpProvider, parse_retry_after
 from .models import Notification, Target
 from .provider import (

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from .broker import BrokerUnavailable, TopologyMismatch
 from .events import EventsFileError
-from .logs import configure_logging
 from .gateway import STOPPING, ApiError, build_notifications, describe, make_app
+from .logs import configure_logging
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Provider, ProviderConfigError

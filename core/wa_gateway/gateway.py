@@ -11,7 +11,9 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -20,9 +22,10 @@ from pydantic import ValidationError
 
 from .broker import BrokerUnavailable
 from .events import EventError
-from .logs import bind_notification
 from .idempotency import IdempotentRequest, KeyReused, StillPending, valid_key
+from .logs import bind_notification
 from .models import DeliveryStatus, Notification, NotifyRequest, Queued, Target
+from .pacing import RateLimiter
 from .services import Services
 from .targets import InvalidTarget, resolve_target
 
@@ -34,6 +37,7 @@ RETRY_AFTER_SECONDS = "5"
 SERVICES = web.AppKey("services", Services)
 STOPPING = web.AppKey("stopping", dict)
 API_KEY = web.RequestKey("api_key", str)
+RATE_LIMITS = web.AppKey("rate_limits", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +64,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    429: "rate_limited",
     415: "unsupported_media_type",
 }
 
@@ -127,6 +132,39 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
                 {"WWW-Authenticate": 'Bearer realm="wa-gateway"'},
             )
         request[API_KEY] = token
+    return await handler(request)
+
+
+class RateLimits:
+    """One token bucket per API key (or client address): a runaway client gets 429s,
+    the others keep their share. Per process; buckets of idle clients are dropped."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate, self.burst, self.max_clients = rate, burst, max_clients
+        self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+
+    def wait(self, client: str) -> float:
+        """0 when the request may go ahead, else seconds until it may."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = self._buckets[client] = RateLimiter(self.rate, burst=self.burst)
+            if len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(client)
+        return bucket.try_take()
+
+
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limits = request.app[RATE_LIMITS]
+    if limits is not None and request.path.startswith("/notify") and request.method == "POST":
+        client = request.get(API_KEY) or request.remote or "unknown"
+        wait = limits.wait(client)
+        if wait > 0:
+            raise ApiError(
+                429, "rate_limited", "too many requests for this API key; slow down",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     return await handler(request)
 
 
@@ -286,6 +324,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from .openapi import build_openapi  # built on first use: start-up stays lean
+
+    services = request.app[SERVICES]
+    return web.json_response(build_openapi(auth=bool(services.settings.api_keys)))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -302,15 +347,21 @@ async def readyz(request: web.Request) -> web.Response:
 def make_app(services: Services) -> web.Application:
     """The aiohttp application; `services` are opened and closed with it."""
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, bearer_auth]
+        client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, bearer_auth, rate_limit]
     )
     app[SERVICES] = services
     app[STOPPING] = {"value": False}
+    settings = services.settings
+    app[RATE_LIMITS] = (
+        RateLimits(settings.gateway_rate_limit, settings.gateway_rate_burst)
+        if settings.gateway_rate_limit > 0 else None
+    )
     app.router.add_post("/notify", post_notify)
     app.router.add_get("/notify/{id}", get_notify)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         async with services.opened():

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    gateway_rate_limit: float = Field(100.0, ge=0)
+    """Requests per second per API key (per client address without keys); 0 turns it off."""
+    gateway_rate_burst: int = Field(200, ge=1)
     wa_allow_raw_targets: bool = False
     wa_worker_prefetch: int = Field(64, ge=1, le=65535)
     wa_retry_delays: Annotated[list[float], NoDecode] = Field(

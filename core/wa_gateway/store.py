@@ -7,13 +7,12 @@ the single-process `run` only, and says so at start.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
-import json
 from typing import Any, Protocol
 
 from .models import DeliveryStatus
-
 
 STATUS_TTL = 7 * 24 * 3600
 IDEMPOTENCY_TTL = 24 * 3600
