@@ -224,8 +224,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose, json_output=True if args.log_json else None,
-                      secrets=_secrets(args.env_file or None))
+    configure_logging(
+        verbose=args.verbose,
+        quiet=args.command not in ("serve", "worker", "run"),
+        json_output=True if args.log_json else None,
+        secrets=_secrets(args.env_file or None),
+    )
     try:
         return _dispatch(args)
     except (UserError, ConfigError, TopologyMismatch, EventsFileError) as exc:

@@ -44,9 +44,16 @@ class Masker:
 
 
 def configure_logging(
-    *, verbose: bool = False, json_output: bool | None = None, secrets: Iterable[str] = ()
+    *,
+    verbose: bool = False,
+    quiet: bool = False,
+    json_output: bool | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
-    """JSON when stderr is not a terminal (or when asked), console lines when it is."""
+    """JSON when stderr is not a terminal (or when asked), console lines when it is.
+
+    `quiet` (one-shot commands such as `dlq list`) shows warnings and errors only.
+    """
     if json_output is None:
         json_output = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -74,7 +81,7 @@ def configure_logging(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("aio_pika", "aiormq", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
