@@ -83,3 +83,27 @@ async def test_sigterm_lets_the_worker_finish_a_send_in_flight(
     assert code == 0, stderr
     assert [line["id"] for line in outbox_lines(tmp_path / "outbox.jsonl")] == [answer["id"]]
     assert await queue_size(amqp, f"{prefix}.notify") == 0
+
+
+async def test_worker_serves_metrics_and_probes_on_wa_metrics_port(
+    make_settings, start_gateway, process_env, tmp_path
+):
+    client, _ = await start_gateway(make_settings())
+    await client.post("/notify", json={"to": "logistic", "text": "count me"})
+    port = free_port()
+    worker = await spawn("worker", process_env(WA_PROVIDER="fake", WA_METRICS_PORT=str(port)))
+    await wait_for(lambda: outbox_lines(tmp_path / "outbox.jsonl"), timeout=20)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            ready = response.status
+        async with http.post(f"http://127.0.0.1:{port}/notify", json={}) as response:
+            no_notify_here = response.status
+
+    code, stderr = await finish(worker)
+    assert code == 0, stderr
+    assert 'wa_messages_sent_total{provider="fake"} 1.0' in text
+    assert ready == 200
+    assert no_notify_here == 404

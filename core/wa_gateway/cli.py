@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .broker import BrokerUnavailable, TopologyMismatch
 from .events import EventsFileError
-from .gateway import STOPPING, ApiError, build_notifications, describe, make_app
+from .gateway import STOPPING, ApiError, build_notifications, describe, make_app, make_probe_app
 from .logs import configure_logging
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
@@ -96,24 +96,20 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
     async with services.opened():
         watch = asyncio.create_task(_watch_broker(services, stop, failure))
         runner = None
+        app = None
         if serve:
             app = make_app(services)
-            runner = web.AppRunner(app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
-            try:
-                await site.start()
-            except OSError as exc:
-                await runner.cleanup()
-                raise UserError(
-                    f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc.strerror}"
-                ) from None
+            runner = await _listen(app, settings, settings.gateway_port)
             log.info("gateway listening on http://%s:%s", settings.gateway_host, settings.gateway_port)
+        elif settings.wa_metrics_port:
+            app = make_probe_app(services)
+            runner = await _listen(app, settings, settings.wa_metrics_port)
+            log.info("metrics on http://%s:%s/metrics", settings.gateway_host, settings.wa_metrics_port)
         worker = Worker(services, primary, fallback=fallback) if work else None
         worker_start = asyncio.create_task(worker.start()) if worker else None
         await stop.wait()
         log.info("stopping: no new requests, finishing in-flight work")
-        if runner is not None:
+        if runner is not None and app is not None:
             app[STOPPING]["value"] = True
             await runner.cleanup()
         if worker is not None and worker_start is not None:
@@ -128,6 +124,17 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
     if failure:
         raise UserError(str(failure[0]))
     log.info("stopped")
+
+
+async def _listen(app: web.Application, settings: Settings, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.gateway_host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserError(f"cannot listen on {settings.gateway_host}:{port}: {exc.strerror}") from None
+    return runner
 
 
 async def _watch_broker(services: Services, stop: asyncio.Event, failure: list[BaseException]) -> None:

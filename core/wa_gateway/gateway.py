@@ -344,24 +344,14 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def make_app(services: Services) -> web.Application:
-    """The aiohttp application; `services` are opened and closed with it."""
-    app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, bearer_auth, rate_limit]
-    )
+def _base_app(services: Services, middlewares: list) -> web.Application:  # type: ignore[type-arg]
+    """Probes and metrics, and the services opened and closed with the application."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, *middlewares])
     app[SERVICES] = services
     app[STOPPING] = {"value": False}
-    settings = services.settings
-    app[RATE_LIMITS] = (
-        RateLimits(settings.gateway_rate_limit, settings.gateway_rate_burst)
-        if settings.gateway_rate_limit > 0 else None
-    )
-    app.router.add_post("/notify", post_notify)
-    app.router.add_get("/notify/{id}", get_notify)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         async with services.opened():
@@ -373,3 +363,22 @@ def make_app(services: Services) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(stop_accepting)
     return app
+
+
+def make_app(services: Services) -> web.Application:
+    """The gateway application; `services` are opened and closed with it."""
+    app = _base_app(services, [bearer_auth, rate_limit])
+    settings = services.settings
+    app[RATE_LIMITS] = (
+        RateLimits(settings.gateway_rate_limit, settings.gateway_rate_burst)
+        if settings.gateway_rate_limit > 0 else None
+    )
+    app.router.add_post("/notify", post_notify)
+    app.router.add_get("/notify/{id}", get_notify)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def make_probe_app(services: Services) -> web.Application:
+    """What a worker-only process serves on WA_METRICS_PORT: /healthz, /readyz, /metrics."""
+    return _base_app(services, [])

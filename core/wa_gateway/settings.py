@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     gateway_rate_limit: float = Field(100.0, ge=0)
     """Requests per second per API key (per client address without keys); 0 turns it off."""
     gateway_rate_burst: int = Field(200, ge=1)
+    wa_metrics_port: int = Field(0, ge=0, le=65535)
+    """Port where a worker-only process serves /metrics and probes; 0 = none."""
     wa_allow_raw_targets: bool = False
     wa_worker_prefetch: int = Field(64, ge=1, le=65535)
     wa_retry_delays: Annotated[list[float], NoDecode] = Field(
