@@ -229,3 +229,25 @@ async def test_failing_observer_hook_never_breaks_delivery(make_settings, start_
     await wait_for(lambda: _status(client, notification_id, "sent"))
     assert seen == [notification_id]
     assert outbox_lines(settings.wa_log_outbox)[0]["id"] == notification_id
+
+
+async def test_dead_letter_hook_sees_the_message_reason_and_headers(make_settings, start_gateway, start_worker, plugins, scripted):
+    from wa_gateway import hookimpl
+
+    seen = []
+
+    class Reporter:
+        @hookimpl
+        def message_dead_lettered(self, message, reason, headers):
+            seen.append((message.id, reason, headers["x-provider-code"]))
+
+    plugins.manager.register(Reporter())
+    settings = make_settings(wa_provider="scripted")
+    client, services = await start_gateway(settings)
+    await start_worker(services)
+    scripted.script = [PermanentError("invalid number", provider_code=21211)]
+
+    notification_id = await post(client)
+
+    await wait_for(lambda: seen)
+    assert seen == [(notification_id, "invalid number", "21211")]

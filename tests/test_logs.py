@@ -1,0 +1,58 @@
+"""Logs are JSON lines off a terminal, carry the notification id from POST to ack, and
+never show API keys, provider tokens or full phone numbers."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from wa_gateway.logs import Masker, mask_phone_numbers
+
+from .conftest import finish, outbox_lines, spawn, wait_for
+from .test_process import free_port
+
+API_KEY = "gw-key-7d1c0b2a9e"
+PROVIDER_TOKEN = "provider-token-55aa77cc"
+
+
+async def test_every_line_is_json_with_the_notification_id_and_no_secret(process_env, tmp_path):
+    port = free_port()
+    env = process_env(
+        GATEWAY_PORT=str(port), GATEWAY_API_KEYS=API_KEY, WA_API_KEY=PROVIDER_TOKEN,
+        WA_ALLOW_RAW_TARGETS="true",
+    )
+    process = await spawn("run", env)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        async def ready():
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_for(ready, timeout=20, interval=0.2)
+        async with http.post(
+            f"http://127.0.0.1:{port}/notify",
+            json={"to": "+6281234567890", "text": f"token {PROVIDER_TOKEN} for 081234567890"},
+        ) as response:
+            notification_id = (await response.json())["id"]
+    await wait_for(lambda: outbox_lines(tmp_path / "outbox.jsonl"), timeout=10)
+    code, stderr = await finish(process)
+
+    assert code == 0
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    about = [r for r in records if r.get("notification_id") == notification_id]
+    assert {r["logger"] for r in about} >= {"wa_gateway.gateway", "wa_gateway.worker"}  # POST to ack
+    assert any("queued" in r["event"] for r in about) and any(r["event"].startswith("sent") for r in about)
+    assert API_KEY not in stderr and PROVIDER_TOKEN not in stderr
+    assert "6281234567890" not in stderr and "081234567890" not in stderr
+    assert "+6281*******90" in stderr  # recognisable, not callable
+
+
+def test_masker_hides_secrets_and_phone_numbers_but_not_ids_or_group_ids():
+    masker = Masker(["s3cr3t-value"])
+    assert masker.mask("key s3cr3t-value in url") == "key *** in url"
+    assert mask_phone_numbers("to +6281234567890.") == "to +6281*******90."
+    for untouched in ("120363195657916590@g.us", "12345678-1234-4abc-8def-123456789012", "ID: 42", "2026-11-25T09:04:26Z"):
+        assert mask_phone_numbers(untouched) == untouched
