@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -280,14 +281,35 @@ def process_env(prefix, tmp_path, cleanup_topology):
 
 
 async def spawn(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+    """Start `wa-gateway <command>`; its output goes to files, so a chatty process never
+    blocks on a full pipe. Read them with `finish()` / `output()`."""
+    out = tempfile.NamedTemporaryFile(prefix=f"wa-{command}-", suffix=".out", delete=False)
+    err = tempfile.NamedTemporaryFile(prefix=f"wa-{command}-", suffix=".err", delete=False)
+    process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env, stdout=out, stderr=err,
     )
+    out.close()
+    err.close()
+    _OUTPUT[process.pid] = (Path(out.name), Path(err.name))
+    return process
 
 
-async def finish(process: asyncio.subprocess.Process, sig: int | None = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
+_OUTPUT: dict[int, tuple[Path, Path]] = {}
+
+
+def output(process: asyncio.subprocess.Process) -> tuple[str, str]:
+    """(stdout, stderr) of a spawned process so far."""
+    out, err = _OUTPUT[process.pid]
+    return out.read_text(encoding="utf-8", errors="replace"), err.read_text(encoding="utf-8", errors="replace")
+
+
+async def finish(
+    process: asyncio.subprocess.Process, sig: int | None = signal.SIGTERM, timeout: float = 15
+) -> tuple[int, str]:
+    """Signal the process (unless sig is None), wait for it; return (exit code, stderr)."""
     if sig is not None:
         process.send_signal(sig)
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    return process.returncode, stderr.decode()
+    await asyncio.wait_for(process.wait(), timeout)
+    _, stderr = output(process)
+    return process.returncode, stderr

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 
 from wa_gateway.provider import TransientError
 from wa_gateway.services import Services
 from wa_gateway.status import collect, render
 
-from .conftest import spawn, wait_for
+from .conftest import finish, output, spawn, wait_for
 
 
 async def test_status_shows_breaker_opened_by_a_worker_in_another_process(
@@ -40,11 +39,12 @@ async def test_status_command_prints_depths_and_consumers(make_settings, start_g
         await client.post("/notify", json={"to": "logistic", "text": "x"})
 
     process = await spawn("status", process_env())
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    code, err = await finish(process, sig=None, timeout=30)
+    out, _ = output(process)
 
-    assert process.returncode == 0, err.decode()
-    assert err.decode().strip() == ""  # quiet: no log lines for a one-shot command
-    rows = {line.split()[0]: line.split()[1:] for line in out.decode().splitlines() if line.startswith(prefix)}
+    assert code == 0, err
+    assert err.strip() == ""  # quiet: no log lines for a one-shot command
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(prefix)}
     assert rows[f"{prefix}.notify"] == ["2", "0"]
     assert rows[f"{prefix}.dead"] == ["0", "0"]
     assert f"{prefix}.retry.0.2s" in rows
