@@ -181,15 +181,18 @@ async def _settled(amqp, prefix, total):
 
 
 async def test_breaker_probe_after_cooldown_resumes_delivery(make_settings, start_gateway, start_worker, amqp, scripted):
-    settings = make_settings(wa_provider="scripted", wa_breaker_threshold=2, wa_breaker_cooldown=0.5)
+    settings = make_settings(
+        wa_provider="scripted", wa_breaker_threshold=2, wa_breaker_cooldown=0.5, wa_worker_prefetch=8
+    )
     client, services = await start_gateway(settings)
-    await start_worker(services)
+    worker = await start_worker(services)
     scripted.script = [TransientError("down")] * 2
 
     ids = [await post(client) for _ in range(5)]
 
     await wait_for(lambda: _all_sent(client, ids), timeout=20)
     assert services.breaker("scripted").state.value == "closed"
+    await wait_for(lambda: worker._consuming_prefetch == 8)  # the probe's prefetch of 1 is over
     assert await queue_size(amqp, f"{settings.wa_queue_prefix}.dead") == 0
 
 

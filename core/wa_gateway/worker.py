@@ -87,6 +87,7 @@ class Worker:
         self._control = asyncio.Lock()
         self._resume_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._control_tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
     def _route(self, provider: Provider) -> Route:
@@ -136,6 +137,12 @@ class Worker:
         if self._resume_task is None or self._resume_task.done():
             self._resume_task = asyncio.create_task(self._resume_after_cooldown())
 
+    def _spawn(self, coroutine: Any) -> None:
+        """Run consumer changes outside the message task (they cancel and re-consume)."""
+        task = asyncio.create_task(coroutine)
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
     async def _resume_after_cooldown(self) -> None:
         routes = [r for r in (self.primary, self.fallback) if r is not None]
         wait = min(r.breaker.remaining_cooldown() for r in routes)
@@ -163,6 +170,7 @@ class Worker:
         self._stopping = True
         if self._resume_task is not None:
             self._resume_task.cancel()
+        await asyncio.gather(*self._control_tasks, return_exceptions=True)
         async with self._control:
             if self._consumer_tag is not None and self._queue is not None:
                 with contextlib.suppress(*CONNECTION_ERRORS):
@@ -289,6 +297,9 @@ class Worker:
             )
         )
         await message.ack()
+        if self._consuming_prefetch < self.prefetch and not self._stopping:
+            # a half-open probe succeeded: back from one-at-a-time to full prefetch
+            self._spawn(self._consume(self.prefetch))
         log.info("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
         self.metrics.sent.labels(receipt.provider).inc()
         self._call_hook("message_delivered", message=notification, receipt=receipt)
