@@ -313,3 +313,18 @@ async def finish(
     await asyncio.wait_for(process.wait(), timeout)
     _, stderr = output(process)
     return process.returncode, stderr
+
+
+async def wait_ready(port: int, timeout: float = 20) -> None:
+    """Wait until a spawned gateway on `port` answers /readyz with 200."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async def ready() -> bool:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_for(ready, timeout=timeout, interval=0.2)

@@ -9,7 +9,7 @@ import aiohttp
 
 from wa_gateway.logs import Masker, mask_phone_numbers
 
-from .conftest import finish, outbox_lines, spawn, wait_for
+from .conftest import finish, outbox_lines, spawn, wait_for, wait_ready
 from .test_process import free_port
 
 API_KEY = "gw-key-7d1c0b2a9e"
@@ -23,15 +23,8 @@ async def test_every_line_is_json_with_the_notification_id_and_no_secret(process
         WA_ALLOW_RAW_TARGETS="true",
     )
     process = await spawn("run", env)
+    await wait_ready(port)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
-        async def ready():
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await wait_for(ready, timeout=20, interval=0.2)
         async with http.post(
             f"http://127.0.0.1:{port}/notify",
             json={"to": "+6281234567890", "text": f"token {PROVIDER_TOKEN} for 081234567890"},

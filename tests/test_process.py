@@ -9,7 +9,7 @@ import socket
 import aiohttp
 import pytest
 
-from .conftest import finish, outbox_lines, queue_size, spawn, wait_for
+from .conftest import finish, outbox_lines, queue_size, spawn, wait_for, wait_ready
 
 
 def free_port() -> int:
@@ -49,17 +49,9 @@ async def _is(awaitable, expected):
 async def test_run_delivers_and_stops_cleanly_on_signal(process_env, tmp_path, sig):
     port = free_port()
     process = await spawn("run", process_env(GATEWAY_PORT=str(port)))
-    base = f"http://127.0.0.1:{port}"
+    await wait_ready(port)
     async with aiohttp.ClientSession() as http:
-        async def ready():
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await wait_for(ready, timeout=20, interval=0.2)
-        async with http.post(f"{base}/notify", json={"to": "logistic", "text": "halo 👋"}) as response:
+        async with http.post(f"http://127.0.0.1:{port}/notify", json={"to": "logistic", "text": "halo 👋"}) as response:
             assert response.status == 202
     await wait_for(lambda: outbox_lines(tmp_path / "outbox.jsonl"), timeout=10)
 

@@ -31,26 +31,27 @@ class RateLimiter:
     def unlimited(self) -> bool:
         return math.isinf(self.rate)
 
+    def _next_slot(self) -> tuple[float, float]:
+        """(the earliest free slot, now): a full bucket lets `burst` slots start now."""
+        now = self._clock()
+        return max(self._next_free, now - (self.burst - 1) / self.rate), now
+
     def reserve(self) -> float:
         """Take the next slot; return how long the caller must wait for it."""
         if self.unlimited:
             return 0.0
-        interval = 1.0 / self.rate
-        now = self._clock()
-        slot = max(self._next_free, now - (self.burst - 1) * interval)
-        self._next_free = slot + interval
+        slot, now = self._next_slot()
+        self._next_free = slot + 1.0 / self.rate
         return max(0.0, slot - now)
 
     def try_take(self) -> float:
         """Take a slot only if it is free now; else return seconds until one is."""
         if self.unlimited:
             return 0.0
-        interval = 1.0 / self.rate
-        now = self._clock()
-        slot = max(self._next_free, now - (self.burst - 1) * interval)
+        slot, now = self._next_slot()
         if slot > now:
             return slot - now
-        self._next_free = slot + interval
+        self._next_free = slot + 1.0 / self.rate
         return 0.0
 
     async def acquire(self) -> None:
