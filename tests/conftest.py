@@ -263,6 +263,8 @@ async def redis_url(prefix: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def process_env(prefix, tmp_path, cleanup_topology):
+    cleanup_topology.append(Topology((0.2, 0.4), prefix))  # the WA_RETRY_DELAYS below
+
     def env(**extra: str) -> dict[str, str]:
         values = {
             "PATH": os.environ["PATH"],
@@ -280,13 +282,13 @@ def process_env(prefix, tmp_path, cleanup_topology):
     return env
 
 
-async def spawn(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+async def spawn(command: str, env: dict[str, str], *options: str) -> asyncio.subprocess.Process:
     """Start `wa-gateway <command>`; its output goes to files, so a chatty process never
     blocks on a full pipe. Read them with `finish()` / `output()`."""
     out = tempfile.NamedTemporaryFile(prefix=f"wa-{command}-", suffix=".out", delete=False)
     err = tempfile.NamedTemporaryFile(prefix=f"wa-{command}-", suffix=".err", delete=False)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
+        sys.executable, "-m", "wa_gateway.cli", "--env-file", "", *options, command,
         env=env, stdout=out, stderr=err,
     )
     out.close()

@@ -233,14 +233,20 @@ class Publisher:
         self.broker = broker
         self.timeout = timeout
         self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._lock = asyncio.Lock()
 
     async def _exchange(self, name: str) -> AbstractExchange:
+        """The exchange object on the publishing channel, opened once and reused."""
         if self._channel is None or self._channel.is_closed:
             async with self._lock:
                 if self._channel is None or self._channel.is_closed:
                     self._channel = await self.broker.channel()
-        return await self._channel.get_exchange(name, ensure=False)
+                    self._exchanges = {}
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
+        return exchange
 
     async def publish(
         self,
@@ -256,11 +262,10 @@ class Publisher:
             raise BrokerUnavailable("RabbitMQ is not reachable")
         message = persistent_message(body, message_id=message_id, headers=headers)
         try:
-            target = await self._exchange(exchange)
-            await asyncio.wait_for(
-                target.publish(message, routing_key=routing_key, mandatory=True), self.timeout
-            )
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.timeout):
+                target = await self._exchange(exchange)
+                await target.publish(message, routing_key=routing_key, mandatory=True)
+        except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm the message in time") from None
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"RabbitMQ refused the message ({exc})") from None

@@ -10,16 +10,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+)
 
 _FIELD_TYPES: dict[str, Any] = {
-    "str": str,
+    "str": StrictStr,
     "int": StrictInt,
-    "number": float,
+    "number": Annotated[float, Field(strict=True, allow_inf_nan=False)],  # ints too; no "12", no true
     "bool": StrictBool,
 }
 
@@ -61,6 +70,8 @@ class Event:
             raise EventError(f"data: a value has the wrong type for event {self.name!r} ({exc})") from None
         if not text.strip():
             raise EventError(f"event {self.name!r} rendered an empty message")
+        if "\x00" in text:
+            raise EventError("data: a value contains a NUL character")
         return text
 
 

@@ -16,7 +16,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
@@ -111,7 +112,8 @@ def _bearer_token(request: web.Request) -> str | None:
 
 def key_matches(token: str, keys: list[str]) -> bool:
     """Compare against every key in constant time, so timing reveals neither key nor index."""
-    candidate = token.encode()
+    # aiohttp decodes header bytes with surrogateescape: encode them back the same way
+    candidate = token.encode("utf-8", "surrogateescape")
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.encode())
@@ -136,8 +138,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 class RateLimits:
-    """One token bucket per API key (or client address): a runaway client gets 429s,
-    the others keep their share. Per process; buckets of idle clients are dropped."""
+    """One token bucket per API key: a runaway client gets 429s, the others keep their
+    share. Per process; buckets of idle keys are dropped. Without GATEWAY_API_KEYS
+    (loopback only) there is no key to limit: behind a proxy every client would share
+    one address."""
 
     def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
         self.rate, self.burst, self.max_clients = rate, burst, max_clients
@@ -157,9 +161,9 @@ class RateLimits:
 @web.middleware
 async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     limits = request.app[RATE_LIMITS]
-    if limits is not None and request.path.startswith("/notify") and request.method == "POST":
-        client = request.get(API_KEY) or request.remote or "unknown"
-        wait = limits.wait(client)
+    api_key = request.get(API_KEY)
+    if limits is not None and api_key is not None and request.method == "POST":
+        wait = limits.wait(api_key)
         if wait > 0:
             raise ApiError(
                 429, "rate_limited", "too many requests for this API key; slow down",
@@ -175,22 +179,84 @@ async def read_json_object(request: web.Request) -> dict:
     charset = request.charset
     if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", "the body must be UTF-8")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "deflate"):
+        raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r} is not supported")
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError as exc:
+        raise ApiError(400, "invalid_body", f"the body could not be read ({exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 (byte {exc.start})") from None
+    return parse_json_object(text)
+
+
+def parse_json_object(text: str) -> dict:
+    """Strict JSON: no NaN/Infinity, no number beyond a double, no duplicate keys (a
+    proxy that reads the first and we the last would disagree), no lone surrogates."""
     try:
-        body = json.loads(text)
+        body = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except _OutOfRange as exc:
+        raise ApiError(422, "invalid_field", str(exc)) from None
     except ValueError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    if "\\u" in text:  # only \u escapes can smuggle in a lone surrogate
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_json", "the body contains a lone surrogate, which is not Unicode") from None
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_field", "the body must be a JSON object")
     return body
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class _OutOfRange(ValueError):
+    """Valid JSON, but a number no double can hold: a wrong value (422), not bad syntax."""
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _OutOfRange(f"the number {literal[:20]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"the key {duplicate!r} appears twice")
+    return body
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Answer `Expect:` as the rest of the API does: in JSON, and 413 before the body
+    is sent (aiohttp's default handler runs before the middlewares, in plain text)."""
+    if request.version != HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(417, "expectation_failed", "only 'Expect: 100-continue' is supported")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return error_response(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response
+    return None
 
 
 def describe(error: ValidationError) -> str:
@@ -283,7 +349,7 @@ async def post_notify(request: web.Request) -> web.Response:
         raise
     if idempotent is not None:
         await idempotent.done(answer)
-    log.info("queued for %s", ", ".join(n.to for n in notifications))
+    log.debug("queued for %s", ", ".join(n.to for n in notifications))
     return web.json_response(answer, status=202)
 
 
@@ -303,7 +369,10 @@ async def _publish(services: Services, notifications: list[Notification]) -> Non
         await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
     try:
         with services.metrics.publish_seconds.time():
-            await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
+            if len(notifications) == 1:  # the common case, without a task per publish
+                await services.publisher.publish_notification(notifications[0])
+            else:
+                await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
     except BrokerUnavailable as exc:
         for notification in notifications:
             await services.store.forget_status(notification.id)
@@ -373,7 +442,7 @@ def make_app(services: Services) -> web.Application:
         RateLimits(settings.gateway_rate_limit, settings.gateway_rate_burst)
         if settings.gateway_rate_limit > 0 else None
     )
-    app.router.add_post("/notify", post_notify)
+    app.router.add_post("/notify", post_notify, expect_handler=expect_continue)
     app.router.add_get("/notify/{id}", get_notify)
     app.router.add_get("/openapi.json", openapi)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 BLIP_ATTEMPTS = 3
 """Sends tried in-process (with jittered backoff) before a message goes to a retry queue."""
+BLIP_FIRST_WAIT = 0.2
+"""Seconds (jittered up to twice that) before the first in-process retry."""
 BLIP_MAX_WAIT = 2.0
 """Longest in-process wait; a provider asking for more gets a retry queue instead."""
 
@@ -62,9 +65,13 @@ class Route:
 
 
 def _is_blip(exc: BaseException) -> bool:
+    """Worth another try in a moment: a short transient error, or an unexpected one.
+
+    Never a cancellation (a stopping worker), nor anything else outside Exception.
+    """
     if isinstance(exc, TransientError):
         return exc.retry_after is None or exc.retry_after <= BLIP_MAX_WAIT
-    return not isinstance(exc, ProviderError)
+    return isinstance(exc, Exception) and not isinstance(exc, ProviderError)
 
 
 class Worker:
@@ -249,36 +256,50 @@ class Worker:
         return None
 
     async def _send(self, route: Route, notification: Notification) -> Receipt:
-        """One send with short in-process retries for blips, feeding the breaker."""
+        """One send, then short in-process retries for blips, feeding the breaker.
+
+        The retry machinery is only built after a first failure: most sends succeed,
+        and the hot path stays one awaited call.
+        """
+        def may_retry(exc: BaseException) -> bool:
+            return _is_blip(exc) and route.breaker.state is BreakerState.CLOSED
+
+        try:
+            return await self._attempt(route, notification)
+        except Exception as exc:
+            if not may_retry(exc):
+                raise
+        await asyncio.sleep(random.uniform(BLIP_FIRST_WAIT, 2 * BLIP_FIRST_WAIT))
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(BLIP_ATTEMPTS),
-            wait=wait_exponential_jitter(multiplier=0.2, max=BLIP_MAX_WAIT, jitter=0.2),
-            retry=retry_if_exception(
-                lambda exc: _is_blip(exc) and route.breaker.state is BreakerState.CLOSED
-            ),
+            stop=stop_after_attempt(BLIP_ATTEMPTS - 1),
+            wait=wait_exponential_jitter(multiplier=2 * BLIP_FIRST_WAIT, max=BLIP_MAX_WAIT, jitter=BLIP_FIRST_WAIT),
+            retry=retry_if_exception(may_retry),
             reraise=True,
         ):
             with attempt:
-                await route.pacer.acquire()
-                started = time.perf_counter()
-                outcome = "sent"
-                try:
-                    receipt = await route.provider.send(notification)
-                except PermanentError:
-                    outcome = "permanent"
-                    route.breaker.record_success()  # the provider is up; it said no
-                    raise
-                except Exception:
-                    outcome = "transient"
-                    route.breaker.record_failure()
-                    raise
-                finally:
-                    self.metrics.provider_seconds.labels(route.name, outcome).observe(
-                        time.perf_counter() - started
-                    )
-                route.breaker.record_success()
-                return receipt
+                return await self._attempt(route, notification)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _attempt(self, route: Route, notification: Notification) -> Receipt:
+        await route.pacer.acquire()
+        started = time.perf_counter()
+        outcome = "sent"
+        try:
+            receipt = await route.provider.send(notification)
+        except PermanentError:
+            outcome = "permanent"
+            route.breaker.record_success()  # the provider is up; it said no
+            raise
+        except Exception:
+            outcome = "transient"
+            route.breaker.record_failure()
+            raise
+        finally:
+            self.metrics.provider_seconds.labels(route.name, outcome).observe(
+                time.perf_counter() - started
+            )
+        route.breaker.record_success()
+        return receipt
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -300,7 +321,7 @@ class Worker:
         if self._consuming_prefetch < self.prefetch and not self._stopping:
             # a half-open probe succeeded: back from one-at-a-time to full prefetch
             self._spawn(self._consume(self.prefetch))
-        log.info("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
+        log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
         self.metrics.sent.labels(receipt.provider).inc()
         self._call_hook("message_delivered", message=notification, receipt=receipt)
 
