@@ -7,6 +7,7 @@ its queues afterwards, so tests never see each other's messages nor the real `wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,10 +21,9 @@ from typing import Any
 import aio_pika
 import aiormq
 import pytest
-
 from wa_gateway import hookimpl
 from wa_gateway.broker import Topology
-from wa_gateway.gateway import make_app
+from wa_gateway.gateway import SERVER_OPTIONS, make_app
 from wa_gateway.models import Notification
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 from wa_gateway.provider import Capabilities, Provider, ProviderConfig, Receipt
@@ -167,7 +167,7 @@ def start_gateway(aiohttp_client: Any, plugins: PluginSet) -> Callable[..., Any]
 
     async def start(settings: Settings, *, wait_broker: bool = True) -> tuple[Any, Services]:
         services = Services(settings, plugins)
-        client = await aiohttp_client(make_app(services))
+        client = await aiohttp_client(make_app(services), server_kwargs=dict(SERVER_OPTIONS))
         if wait_broker:
             await services.broker.wait_connected(timeout=10)
         return client, services
@@ -294,10 +294,23 @@ async def spawn(command: str, env: dict[str, str], *options: str) -> asyncio.sub
     out.close()
     err.close()
     _OUTPUT[process.pid] = (Path(out.name), Path(err.name))
+    _SPAWNED.append(process)
     return process
 
 
 _OUTPUT: dict[int, tuple[Path, Path]] = {}
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_processes():
+    """A test that fails before it stops its processes must not leave them running."""
+    yield
+    while _SPAWNED:
+        process = _SPAWNED.pop()
+        if process.returncode is None:  # the loop is gone: signal by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
 
 
 def output(process: asyncio.subprocess.Process) -> tuple[str, str]:

@@ -67,7 +67,7 @@ class Live:
             self.process.send_signal(sig)
         try:
             await asyncio.wait_for(self.process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.process.kill()
             await self.process.wait()
             raise AssertionError(f"did not exit within {timeout} s of the signal:\n{self.stderr()[-2000:]}") from None
@@ -82,7 +82,7 @@ class Live:
 async def spawn_live(command: str, env: dict[str, str], log: Path, *, port: int | None = None) -> Live:
     if port is not None:
         env = {**env, "GATEWAY_PORT": str(port)}
-    with open(log, "wb") as stderr:  # the child keeps its own descriptor
+    with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "wa_gateway.cli", "--env-file", "", command,
             env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from wa_gateway.broker import Broker, Topology, TopologyMismatch
 
 from .conftest import AMQP_URL, wait_for

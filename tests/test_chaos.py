@@ -12,7 +12,6 @@ import subprocess
 import time
 
 import pytest
-
 from wa_gateway.models import Notification, Target
 from wa_gateway.provider import TransientError
 

@@ -7,7 +7,6 @@ import asyncio
 import os
 import sys
 
-
 from wa_gateway.broker import DELIVERY_LIMIT
 from wa_gateway.dlq import list_dead, purge, replay
 from wa_gateway.provider import PermanentError

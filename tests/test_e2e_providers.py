@@ -8,7 +8,6 @@ import base64
 import json
 
 import pytest
-
 from wa_gateway.plugins import make_plugin_manager
 from wa_gateway.services import Services
 from wa_gateway.testing import Answer, FakeProviderApi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from wa_gateway.events import EventCatalog, EventsFileError
 
 from .conftest import get_all, outbox_lines, wait_for

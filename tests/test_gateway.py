@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from wa_gateway.provider import Capabilities
 
 from .conftest import BLUEPRINT_TEXT, LOGISTIC, get_all, queue_size
@@ -216,7 +215,7 @@ async def test_openapi_is_generated_from_the_models(make_settings, start_gateway
     schema = spec["components"]["schemas"]["NotifyRequest"]
     assert schema["properties"]["text"]["anyOf"][0]["maxLength"] == 4096
     responses = spec["paths"]["/notify"]["post"]["responses"]
-    assert set(responses) == {"202", "400", "401", "413", "415", "422", "429", "503"}
+    assert set(responses) == {"202", "400", "401", "408", "413", "415", "417", "422", "429", "503"}
     assert spec["paths"]["/notify"]["post"]["security"] == [{"bearer": []}]
 
 

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 import aiohttp
+from wa_gateway.provider import TransientError
 
 from .conftest import get_all, outbox_lines, queue_size, wait_for
 from .live_gateway import free_port, spawn_live
@@ -92,7 +93,7 @@ async def post(http: aiohttp.ClientSession, base: str, timeout: float = 10.0) ->
         return "refused", None
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
         return "disconnected", None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "timeout", None
 
 
@@ -130,6 +131,7 @@ async def test_serve_sigterm_finishes_in_flight_publishes_and_refuses_new_reques
 
             signalled = time.monotonic()
             live.process.terminate()
+            proxy.delay = 0.0  # confirms already held keep their time; closing is not slowed down
             await live.wait_logged("stopping")
             after_signal = [await new_connection_post(live.base) for _ in range(3)]
             after_signal.append((await post(idle, live.base, timeout=3.0))[0])
@@ -140,7 +142,6 @@ async def test_serve_sigterm_finishes_in_flight_publishes_and_refuses_new_reques
         await live.kill()
         await proxy.close()
 
-    print("A after_signal", after_signal, "elapsed", elapsed)
     assert [status for status, _ in answers] == ["202"] * 20, answers
     assert set(after_signal) <= {"refused", "disconnected", "503"}, after_signal
     assert code == 0 and elapsed < SHUTDOWN_TIMEOUT + MARGIN, (code, elapsed, live.stderr()[-3000:])
@@ -186,7 +187,6 @@ async def test_run_sigterm_under_load_loses_nothing_and_delivers_nothing_twice(p
         await live.kill()
 
     stderr = live.stderr()
-    print("B", outcomes, after_signal, len(accepted), "elapsed", elapsed)
     assert code == 0 and elapsed < SHUTDOWN_TIMEOUT + MARGIN, (code, elapsed, stderr[-3000:])
     assert clean(stderr) and "stopped" in stderr, stderr[-3000:]
     assert "unfinished at shutdown" not in stderr  # a 0.3 s send always fits in the timeout
@@ -214,7 +214,7 @@ async def test_worker_slower_than_the_shutdown_timeout_gives_its_messages_back(
                             tmp_path / "slow.log")
     try:
         await wait_for(lambda: _is(queue_size(amqp, work), 0), timeout=20)  # all ten held, none acked
-        code, elapsed = await slow.stop()
+        code, elapsed = await slow.stop(timeout=2 + MARGIN + 2)
     finally:
         await slow.kill()
 
@@ -234,6 +234,28 @@ async def test_worker_slower_than_the_shutdown_timeout_gives_its_messages_back(
     assert sorted(delivered) == sorted(sent)  # each exactly once, none lost
     assert code == 0 and clean(fast.stderr())
     assert await queue_size(amqp, work) == 0
+
+
+async def test_stop_during_an_in_process_retry_gives_the_message_back_without_sending_again(
+    make_settings, start_gateway, start_worker, scripted, amqp, prefix
+):
+    """tenacity's AttemptManager swallows every exception, CancelledError included: a
+    cancel from Worker.stop() must not become one more send (a duplicate, if the
+    cancelled one had reached the provider) and an ack after the worker was stopped."""
+    client, services = await start_gateway(make_settings(wa_provider="scripted"))
+    worker = await start_worker(services)
+    scripted.script = [TransientError("blip", provider_status=503), 30.0]  # the retry hangs in the provider
+    assert (await client.post("/notify", json=BODY)).status == 202
+    await wait_for(lambda: len(scripted.calls) == 2 and scripted.in_flight == 1)
+
+    started = time.monotonic()
+    await worker.stop(timeout=0.5)
+    stopped_in = time.monotonic() - started
+    await asyncio.sleep(1.0)  # time for a third try, if the cancellation were swallowed
+
+    assert stopped_in < 0.5 + MARGIN
+    assert len(scripted.calls) == 2, "the worker sent again after it was told to stop"
+    await wait_for(lambda: _is(queue_size(amqp, f"{prefix}.notify"), 1), timeout=5)  # given back, not acked
 
 
 async def _is(awaitable, expected) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import aiohttp
-
 from wa_gateway.logs import Masker, mask_phone_numbers
 
 from .conftest import finish, outbox_lines, spawn, wait_for, wait_ready
@@ -51,3 +50,23 @@ def test_masker_hides_secrets_and_phone_numbers_but_not_ids_or_group_ids():
     assert mask_phone_numbers("to +6281234567890.") == "to +6281*******90."
     for untouched in ("120363195657916590@g.us", "12345678-1234-4abc-8def-123456789012", "ID: 42", "2026-11-25T09:04:26Z"):
         assert mask_phone_numbers(untouched) == untouched
+
+
+async def test_a_malformed_http_request_is_one_warning_line_without_traceback(process_env, tmp_path):
+    import asyncio
+
+    port = free_port()
+    process = await spawn("serve", process_env(GATEWAY_PORT=str(port)))
+    await wait_ready(port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /notify HTTP/1.1\r\nHost: x\r\nBad\x00Header: 1\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(200), 5)
+    writer.close()
+    code, stderr = await finish(process)
+
+    assert answer.split(b" ")[1] == b"400"
+    assert code == 0
+    assert "Traceback" not in stderr
+    [line] = [json.loads(line) for line in stderr.splitlines() if "malformed HTTP request" in line]
+    assert line["level"] == "warning"

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from wa_gateway.pacing import RateLimiter
 
 

@@ -6,7 +6,6 @@ import types
 from typing import Any
 
 import pytest
-
 import wa_gateway.plugins as plugins_module
 from wa_gateway import hookimpl
 from wa_gateway.models import Notification

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from wa_gateway.provider import PermanentError, ProviderError, TransientError
 from wa_gateway.resilience import (
     UNEXPECTED_ERROR_CAP,

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from wa_gateway.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from wa_gateway.provider import TransientError
 from wa_gateway.services import Services
 from wa_gateway.status import collect, render

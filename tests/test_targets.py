@@ -7,7 +7,6 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from wa_gateway.models import Target
 from wa_gateway.targets import InvalidTarget, is_group_id, normalise_phone, resolve_target
 

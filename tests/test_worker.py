@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import aio_pika
-
 from wa_gateway.provider import PermanentError, TransientError
 
 from .conftest import BLUEPRINT_TEXT, get_all, outbox_lines, queue_size, wait_for

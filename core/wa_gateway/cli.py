@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from .broker import BrokerUnavailable, TopologyMismatch
 from .events import EventsFileError
-from .gateway import STOPPING, ApiError, build_notifications, describe, make_app, make_probe_app
+from .gateway import (
+    SERVER_OPTIONS,
+    STOPPING,
+    ApiError,
+    build_notifications,
+    describe,
+    make_app,
+    make_probe_app,
+)
 from .logs import configure_logging
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
@@ -127,7 +135,9 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
 
 
 async def _listen(app: web.Application, settings: Settings, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None)
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None, **SERVER_OPTIONS
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.gateway_host, port).start()

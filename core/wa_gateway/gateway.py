@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -33,6 +34,9 @@ from .targets import InvalidTarget, resolve_target
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0
+SERVER_OPTIONS = {"auto_decompress": False}
+"""aiohttp server options the gateway needs: it inflates bodies itself (see _inflate)."""
 RETRY_AFTER_SECONDS = "5"
 
 SERVICES = web.AppKey("services", Services)
@@ -62,6 +66,7 @@ def error_response(
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    408: "body_timeout",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -116,7 +121,7 @@ def key_matches(token: str, keys: list[str]) -> bool:
     candidate = token.encode("utf-8", "surrogateescape")
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(candidate, key.encode())
+        matched |= hmac.compare_digest(candidate, key.encode("utf-8", "surrogateescape"))
     return matched
 
 
@@ -180,19 +185,45 @@ async def read_json_object(request: web.Request) -> dict:
     if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", "the body must be UTF-8")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "deflate"):
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
         raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r} is not supported")
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
-    try:
-        raw = await request.read()
-    except RequestPayloadError as exc:
-        raise ApiError(400, "invalid_body", f"the body could not be read ({exc})") from None
+    raw = await _read_body(request)
+    if encoding != "identity":
+        raw = _inflate(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 (byte {exc.start})") from None
     return parse_json_object(text)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The raw body, read within BODY_TIMEOUT: a client that announces a body and never
+    sends it must not hold a handler for ever."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s") from None
+    except RequestPayloadError as exc:
+        raise ApiError(400, "invalid_body", f"the body could not be read ({exc})") from None
+
+
+def _inflate(raw: bytes) -> bytes:
+    """gzip / zlib-deflate bodies, decompressed here (not by aiohttp) so that a bomb stops
+    at MAX_BODY and a corrupt body is a 400, not a 500."""
+    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+    try:
+        body = decompressor.decompress(raw, MAX_BODY + 1)
+    except zlib.error as exc:
+        raise ApiError(400, "invalid_body", f"the body is not what its Content-Encoding says ({exc})") from None
+    if len(body) > MAX_BODY or decompressor.unconsumed_tail:
+        raise ApiError(413, "body_too_large", f"the decompressed body is larger than {MAX_BODY} bytes")
+    if not decompressor.eof:
+        raise ApiError(400, "invalid_body", "the compressed body is truncated")
+    return body
 
 
 def parse_json_object(text: str) -> dict:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 # 8-15 digits standing alone; not inside words, uuids (dash-joined) or group ids
 _PHONE = re.compile(r"(?<![\w\-])(\+?\d{2,4})(\d{4,9})(\d{2})(?![\d\-]|@g\.us)")
@@ -72,7 +73,7 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if json_output else _keep,
+            structlog.processors.format_exc_info,  # tracebacks as text, so they are masked too
             Masker(secrets),
             renderer,
         ],
@@ -84,10 +85,23 @@ def configure_logging(
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("aio_pika", "aiormq", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(MalformedRequests())
 
 
-def _keep(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return event_dict
+class MalformedRequests(logging.Filter):
+    """aiohttp logs every malformed HTTP request (scanners, broken clients) at ERROR with
+    a traceback; one WARNING line says all there is to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            record.msg, record.args = "malformed HTTP request refused: %s", (first_line[:200],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def bind_notification(notification_id: str) -> None:

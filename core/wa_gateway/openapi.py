@@ -11,7 +11,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
-from .gateway import MAX_BODY
+from .gateway import BODY_TIMEOUT, MAX_BODY
 from .models import DeliveryStatus, ErrorAnswer, NotifyRequest, Queued
 
 _REF = "#/components/schemas/{model}"
@@ -35,10 +35,12 @@ def build_openapi(*, auth: bool) -> dict[str, Any]:
         ref_template=_REF,
     )
     errors = {
-        "400": _error("Malformed JSON, invalid UTF-8 or a bad Idempotency-Key"),
+        "400": _error("Malformed JSON, invalid UTF-8, a corrupt compressed body or a bad Idempotency-Key"),
         "401": _error("Missing or wrong bearer token"),
+        "408": _error(f"The announced body did not arrive within {BODY_TIMEOUT:g} s"),
         "413": _error(f"Body larger than {MAX_BODY} bytes"),
-        "415": _error("Not application/json (UTF-8)"),
+        "415": _error("Not application/json (UTF-8), or a Content-Encoding other than gzip/deflate"),
+        "417": _error("An Expect header other than 100-continue"),
         "422": _error("A field is invalid: unknown alias or event, empty or too long text, "
                       "a target the provider cannot serve, missing event data"),
         "429": _error("Over this API key's rate limit", ("Retry-After",)),
@@ -68,7 +70,10 @@ def build_openapi(*, auth: bool) -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("NotifyRequest")},
                     "responses": {
                         "202": {"description": "Queued (RabbitMQ confirmed the persistent message)",
-                                "content": _json("Queued")},
+                                "content": _json("Queued"),
+                                "headers": {"Idempotent-Replayed": {
+                                    "schema": {"type": "string", "enum": ["true"]},
+                                    "description": "present when this is the first answer to an earlier request with the same Idempotency-Key"}}},
                         **errors,
                     },
                 }
@@ -91,6 +96,9 @@ def build_openapi(*, auth: bool) -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Broker connected and provider configured", "operationId": "readyz",
                                 "security": [],
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "security": [],
                                  "responses": {"200": {"description": "text exposition format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
