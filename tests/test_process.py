@@ -3,6 +3,7 @@ cleanly, finishing in-flight work, with exit status 0 and no traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 
@@ -99,3 +100,16 @@ async def test_worker_serves_metrics_and_probes_on_wa_metrics_port(
     assert 'wa_messages_sent_total{provider="fake"} 1.0' in text
     assert ready == 200
     assert no_notify_here == 404
+
+
+async def test_two_serve_processes_share_a_port_with_gateway_reuse_port(process_env):
+    port = free_port()
+    env = process_env(GATEWAY_PORT=str(port), GATEWAY_REUSE_PORT="true")
+    first, second = await spawn("serve", env), await spawn("serve", env)
+    await wait_ready(port)
+    await asyncio.sleep(1)  # the second one would have failed by now if it could not listen
+
+    assert second.returncode is None and first.returncode is None
+    for process in (first, second):
+        code, stderr = await finish(process)
+        assert code == 0, stderr

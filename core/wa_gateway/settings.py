@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     wa_queue_prefix: str = Field("wa", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_reuse_port: bool = False
+    """Let several `serve` processes listen on one port (SO_REUSEPORT): one per core."""
     gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     gateway_rate_limit: float = Field(100.0, ge=0)
     """Requests per second per API key (per client address without keys); 0 turns it off."""
