@@ -253,3 +253,22 @@ async def test_dead_letter_hook_sees_the_message_reason_and_headers(make_setting
 
     await wait_for(lambda: seen)
     assert seen == [(notification_id, "invalid number", "21211")]
+
+
+async def test_message_the_provider_can_never_serve_is_dead_lettered_not_requeued(
+    make_settings, start_gateway, start_worker, amqp, scripted, monkeypatch
+):
+    from wa_gateway.provider import Capabilities
+
+    settings = make_settings(wa_provider="scripted")
+    client, services = await start_gateway(settings)
+    await post(client, to="logistic")  # accepted while the provider could send to groups
+    monkeypatch.setattr(scripted, "capabilities",
+                        Capabilities(groups=False, max_text_length=4096, send_rate=100))
+
+    await start_worker(services)
+
+    await wait_for(lambda: queue_size(amqp, f"{settings.wa_queue_prefix}.dead"))
+    [dead] = await get_all(amqp, f"{settings.wa_queue_prefix}.dead")
+    assert "cannot send to WhatsApp groups" in dead.headers["x-error"]
+    assert scripted.calls == []

@@ -216,8 +216,15 @@ class Worker:
             log.info("message %s was already delivered; dropping the redelivered copy", notification.id)
             await message.ack()
             return
-        route = self._choose_route(notification)
-        if route is None:
+        capable = [r for r in (self.primary, self.fallback) if r is not None and r.can_serve(notification)]
+        if not capable:  # queued while another provider was configured: it can never go out
+            reason = f"provider {self.primary.name!r} " + str(
+                self.primary.provider.capabilities.refusal(notification.target.kind, notification.text)
+            )
+            await self._dead_letter(message, notification, headers, reason, attempts)
+            return
+        route = next((r for r in capable if r.breaker.allow()), None)
+        if route is None:  # every capable provider's breaker is open: wait in the queue
             await self._pause()
             await message.nack(requeue=True)
             return
@@ -230,7 +237,7 @@ class Worker:
                 try:
                     receipt = await self._send(fallback, notification)
                 except Exception as fallback_exc:
-                    exc, failure = fallback_exc, classify(fallback_exc, attempts=attempts + 1)
+                    failure = classify(fallback_exc, attempts=attempts + 1)
                     route = fallback
                 else:
                     await self._delivered(message, notification, receipt)
@@ -239,12 +246,6 @@ class Worker:
             await self._failed(message, notification, headers, route, failure, attempts + 1)
             return
         await self._delivered(message, notification, receipt)
-
-    def _choose_route(self, notification: Notification) -> Route | None:
-        for route in (self.primary, self.fallback):
-            if route is not None and route.can_serve(notification) and route.breaker.allow():
-                return route
-        return None
 
     def _fallback_for(self, route: Route, notification: Notification, failure: Failure) -> Route | None:
         """The fallback takes over a permanent refusal it can serve, or an open breaker."""
