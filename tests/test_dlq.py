@@ -23,7 +23,7 @@ async def _three_dead(make_settings, start_gateway, start_worker, amqp, scripted
     for i in range(3):
         response = await client.post("/notify", json={"to": "logistic", "text": f"dead {i}"})
         ids.append((await response.json())["id"])
-        await wait_for(lambda: len(scripted.calls) == i + 1)
+        await wait_for(lambda expected=i + 1: len(scripted.calls) == expected)
     await wait_for(lambda: _size_is(amqp, f"{settings.wa_queue_prefix}.dead", 3))
     await worker.stop(timeout=2)
     return settings, services, ids
