@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import signal
@@ -243,14 +242,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        settings, config_error = load_settings(args.env_file or None), None
+    except ConfigError as exc:  # reported by _dispatch, unless the command needs no settings
+        settings, config_error = None, exc
     configure_logging(
         verbose=args.verbose,
         quiet=args.command not in ("serve", "worker", "run"),
         json_output=True if args.log_json else None,
-        secrets=_secrets(args.env_file or None),
+        secrets=_secrets(settings) if settings is not None else (),
     )
     try:
-        return _dispatch(args)
+        return _dispatch(args, settings, config_error)
     except (UserError, ConfigError, TopologyMismatch, EventsFileError) as exc:
         print(f"wa-gateway: error: {exc}", file=sys.stderr)
         return 2
@@ -258,13 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    env_file = args.env_file if args.env_file else None
-    if args.command == "providers":
-        settings = _settings_or_none(env_file)
+def _dispatch(
+    args: argparse.Namespace, settings: Settings | None, config_error: ConfigError | None
+) -> int:
+    if args.command == "providers":  # works with broken settings: it helps to fix them
         print(providers_table(make_plugin_manager(), settings.wa_provider if settings else None))
         return 0
-    settings = load_settings(env_file)
+    if settings is None:
+        assert config_error is not None
+        raise config_error
     handlers: dict[str, Callable[[], int]] = {
         "serve": lambda: _run(run_process(settings, serve=True, work=False)),
         "worker": lambda: _run(run_process(settings, serve=False, work=True)),
@@ -277,11 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(args.handler(settings, args))
 
 
-def _secrets(env_file: str | None) -> list[str]:
+def _secrets(settings: Settings) -> list[str]:
     """Every credential the settings hold, so the log masker can hide them."""
-    settings = _settings_or_none(env_file)
-    if settings is None:
-        return []
     values = [*settings.api_keys]
     for secret in (settings.wa_api_key, settings.wa_fallback_api_key):
         if secret is not None:
@@ -292,12 +294,6 @@ def _secrets(env_file: str | None) -> list[str]:
         if password:
             values.append(password)
     return values
-
-
-def _settings_or_none(env_file: str | None) -> Settings | None:
-    with contextlib.suppress(ConfigError):
-        return load_settings(env_file)
-    return None
 
 
 def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
