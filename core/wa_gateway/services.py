@@ -14,7 +14,7 @@ from typing import Any
 
 from .broker import Broker, Publisher, Topology
 from .events import EventCatalog
-from .metrics import BREAKER_STATES, Metrics
+from .metrics import Metrics
 from .plugins import PluginSet, make_plugin_manager
 from .provider import Capabilities
 from .resilience import CircuitBreaker
@@ -79,7 +79,6 @@ class Services:
 
     def _report_breaker(self, breaker: CircuitBreaker) -> None:
         """Publish a breaker change to the store, so `wa-gateway status` sees it."""
-        self.metrics.breaker_state.labels(breaker.name).set(BREAKER_STATES[breaker.state.value])
         snapshot = {**breaker.snapshot(), "changed_at": time.time()}
         task = asyncio.get_running_loop().create_task(self.store.put_breaker(breaker.name, snapshot))
         self._background.add(task)
