@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0
+TOO_LARGE = f"the body is larger than {MAX_BODY} bytes"
 SERVER_OPTIONS = {"auto_decompress": False}
 """aiohttp server options the gateway needs: it inflates bodies itself (see _inflate)."""
 RETRY_AFTER_SECONDS = "5"
@@ -97,7 +98,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         if exc.status == 413:
-            detail = f"the body is larger than {MAX_BODY} bytes"
+            detail = TOO_LARGE
         else:
             detail = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
@@ -187,8 +188,8 @@ async def read_json_object(request: web.Request) -> dict:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
         raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r} is not supported")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    if _announces_too_much(request):
+        raise ApiError(413, "body_too_large", TOO_LARGE)
     raw = await _read_body(request)
     if encoding != "identity":
         raw = _inflate(raw)
@@ -197,6 +198,11 @@ async def read_json_object(request: web.Request) -> dict:
     except UnicodeDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 (byte {exc.start})") from None
     return parse_json_object(text)
+
+
+def _announces_too_much(request: web.Request) -> bool:
+    """Content-Length over MAX_BODY: refuse before reading (or inviting) the body."""
+    return request.content_length is not None and request.content_length > MAX_BODY
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -283,8 +289,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         return None
     if request.headers.get("Expect", "").lower() != "100-continue":
         return error_response(417, "expectation_failed", "only 'Expect: 100-continue' is supported")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return error_response(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    if _announces_too_much(request):
+        return error_response(413, "body_too_large", TOO_LARGE)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the interim answer is not part of the response
     return None
@@ -301,9 +307,10 @@ def describe(error: ValidationError) -> str:
 
 def check_capabilities(services: Services, target: Target, text: str) -> None:
     """Refuse what the configured provider cannot deliver, rather than queue a dead message."""
-    refusal = services.capabilities.refusal(target.kind, text)
+    capabilities = services.capabilities
+    refusal = capabilities.refusal(target.kind, text)
     if refusal:
-        field = "text" if refusal.startswith("the text") else "to"
+        field = "to" if capabilities.refusal(target.kind, "") else "text"  # the target, or its text
         raise ApiError(422, "invalid_field", f"{field}: provider {services.settings.wa_provider!r} {refusal}")
 
 
