@@ -208,7 +208,7 @@ class Worker:
             notification = Notification.from_bytes(message.body)
         except (ValidationError, ValueError) as exc:
             reason = f"unparseable message: {str(exc).splitlines()[0]}"
-            await self._dead_letter(message, None, headers, reason, attempts)
+            await self._dead_letter(message, None, headers, reason, attempts, kind="unparseable")
             return
         bind_notification(notification.id)
         existing = await self.services.store.get_status(notification.id)
@@ -221,7 +221,7 @@ class Worker:
             reason = f"provider {self.primary.name!r} " + str(
                 self.primary.provider.capabilities.refusal(notification.target.kind, notification.text)
             )
-            await self._dead_letter(message, notification, headers, reason, attempts)
+            await self._dead_letter(message, notification, headers, reason, attempts, kind="permanent")
             return
         route = next((r for r in capable if r.breaker.allow()), None)
         if route is None:  # every capable provider's breaker is open: wait in the queue
@@ -350,7 +350,8 @@ class Worker:
             reason = failure.reason if failure.permanent else (
                 f"retries exhausted after {attempts} attempts: {failure.reason}"
             )
-            await self._dead_letter(message, notification, headers, reason, attempts)
+            kind = "permanent" if failure.permanent else "exhausted"
+            await self._dead_letter(message, notification, headers, reason, attempts, kind=kind)
             return
         delay = self.topology.retry_delays[tier]
         moved = await self._move(message, headers, exchange="", routing_key=self.topology.retry_queues[tier])
@@ -375,7 +376,11 @@ class Worker:
         headers: dict[str, Any],
         reason: str,
         attempts: int,
+        *,
+        kind: str,
     ) -> None:
+        """`kind` (unparseable, permanent, exhausted) is the bounded label for metrics;
+        the full reason goes in the headers."""
         headers = {
             **headers,
             "x-error": reason[:1000],
@@ -387,7 +392,7 @@ class Worker:
             return
         log.warning("message %s dead-lettered: %s", message.message_id, reason)
         self.metrics.dead.labels(
-            str(headers.get("x-provider", "")), _reason_class(reason), str(headers.get("x-provider-code", ""))
+            str(headers.get("x-provider", "")), kind, str(headers.get("x-provider-code", ""))
         ).inc()
         if notification is not None:
             await self.services.store.put_status(
@@ -434,15 +439,6 @@ class Worker:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception:
                 log.exception("hook %s of plugin %s failed; delivery goes on", name, impl.plugin_name)
-
-
-def _reason_class(reason: str) -> str:
-    """A bounded label for metrics: the full reason stays in the headers."""
-    if reason.startswith("unparseable"):
-        return "unparseable"
-    if reason.startswith("retries exhausted"):
-        return "exhausted"
-    return "permanent"
 
 
 def _put_provider_details(headers: dict[str, Any], failure: Failure) -> None:
