@@ -27,7 +27,7 @@ CASES = {
         provider_message_id=None,
     ),
     "meta": dict(
-        success=Answer(200, {"messaging_product": "whatsapp", "contacts": [{"input": "6281234567890", "wa_id": "6281234567890"}],
+        success=Answer(200, {"messaging_product": "whatsapp", "contacts": [{"input": "+6281234567890", "wa_id": "6281234567890"}],
                              "messages": [{"id": WAMID}]}),
         env={"META_PHONE_NUMBER_ID": "106540352242922"},
         to="+6281234567890",
@@ -50,7 +50,7 @@ def _text_received(name: str, request) -> str:
         return request.json()["message"]
     if name == "meta":
         assert request.headers["Authorization"] == "Bearer secret-token"
-        assert request.json()["to"] == "6281234567890"
+        assert request.json()["to"] == "+6281234567890"
         return request.json()["text"]["body"]
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"{TWILIO_SID}:secret-token".encode()).decode()
     assert request.form()["To"] == "whatsapp:+6281234567890"

@@ -35,7 +35,7 @@ WAMID = "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
 
 SUCCESS = {
     "messaging_product": "whatsapp",
-    "contacts": [{"input": "6281234567890", "wa_id": "6281234567890"}],
+    "contacts": [{"input": "+6281234567890", "wa_id": "6281234567890"}],
     "messages": [{"id": WAMID}],
 }
 
@@ -184,7 +184,7 @@ class TestMetaConformance(ProviderConformance):
         assert request.json() == {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": message.target.address.removeprefix("+"),
+            "to": message.target.address,
             "type": "text",
             "text": {"body": message.text},
         }
@@ -196,6 +196,14 @@ class TestMetaConformance(ProviderConformance):
         (request,) = api.requests
         assert request.json()["text"]["body"] == SAMPLE_TEXT
         assert json.dumps(SAMPLE_TEXT, ensure_ascii=False).encode("utf-8") in request.body
+
+    async def test_to_is_e164_with_the_plus_sign(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        # Without '+' Meta prepends the business number's country code and can misdeliver.
+        await provider.send(phone_message(address="+6281234567890"))
+        (request,) = api.requests
+        assert request.json()["to"] == "+6281234567890"
 
     async def test_receipt_keeps_the_message_status(
         self, provider: MetaProvider, api: FakeProviderApi

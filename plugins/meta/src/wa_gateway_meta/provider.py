@@ -56,7 +56,9 @@ class MetaProvider(HttpProvider):
         payload = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": message.target.digits,
+            # With '+': without it Meta prepends the business number's country code,
+            # which can misdeliver ("Sending messages" guide).
+            "to": message.target.address,
             "type": "text",
             "text": {"body": message.text},
         }
