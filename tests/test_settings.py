@@ -321,3 +321,21 @@ def test_env_example_itself_loads_with_the_log_provider_and_the_logistic_alias()
     settings = load_settings(REPO / ".env.example")
     assert settings.wa_provider == "log"
     assert "logistic" in settings.group_aliases
+
+
+# --- the fallback provider's credential -------------------------------------------------
+
+
+def test_missing_fallback_api_key_is_reported_by_its_own_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wa_gateway.provider import ProviderConfigError
+
+    monkeypatch.setenv("WA_API_KEY", "primary-secret")
+    settings = load_settings(None, wa_fallback_provider="meta")
+    with pytest.raises(ProviderConfigError) as caught:
+        settings.provider_config(fallback=True).require_api_key()
+    assert str(caught.value) == "WA_FALLBACK_API_KEY is not set; the provider needs it"
+    monkeypatch.delenv("WA_API_KEY")
+    with pytest.raises(ProviderConfigError, match=r"^WA_API_KEY is not set"):
+        load_settings(None).provider_config().require_api_key()

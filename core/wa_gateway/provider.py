@@ -60,6 +60,8 @@ class ProviderConfig:
     connect_timeout: float = 5.0
     total_timeout: float = 15.0
     settings: Mapping[str, str] = field(default_factory=dict)
+    api_key_variable: str = "WA_API_KEY"
+    """The variable `api_key` came from (WA_FALLBACK_API_KEY for the fallback provider)."""
 
     def require(self, name: str) -> str:
         """Return a provider-specific setting or stop start-up with one clear line."""
@@ -70,7 +72,7 @@ class ProviderConfig:
 
     def require_api_key(self) -> str:
         if not self.api_key:
-            raise ProviderConfigError("WA_API_KEY is not set; the provider needs it")
+            raise ProviderConfigError(f"{self.api_key_variable} is not set; the provider needs it")
         return self.api_key
 
 

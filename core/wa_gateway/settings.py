@@ -153,6 +153,7 @@ class Settings(BaseSettings):
             connect_timeout=self.wa_provider_connect_timeout,
             total_timeout=self.wa_provider_timeout,
             settings=self.raw_env,
+            api_key_variable="WA_FALLBACK_API_KEY" if fallback else "WA_API_KEY",
         )
 
 
