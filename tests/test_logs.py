@@ -70,3 +70,41 @@ async def test_a_malformed_http_request_is_one_warning_line_without_traceback(pr
     assert "Traceback" not in stderr
     [line] = [json.loads(line) for line in stderr.splitlines() if "malformed HTTP request" in line]
     assert line["level"] == "warning"
+
+
+async def test_log_provider_line_has_the_message_fields_at_top_level(monkeypatch, tmp_path):
+    """One JSON line per message, its fields real fields (not JSON inside "event"), the
+    text byte-exact; the outbox file keeps its own format."""
+    import io
+    import logging
+
+    from wa_gateway.logs import configure_logging
+    from wa_gateway.providers.log import LogProvider
+    from wa_gateway.provider import ProviderConfig
+    from wa_gateway.testing import SAMPLE_GROUP, SAMPLE_TEXT, group_message
+
+    text = SAMPLE_TEXT + "\nStatus: pengajuan disetujui ✅ 👍🏽"
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(json_output=True)
+        provider = LogProvider(ProviderConfig(settings={"WA_LOG_OUTBOX": str(tmp_path / "outbox.jsonl")}))
+        await provider.send(group_message(text=text, id="msg-7"))
+        await provider.close()
+    finally:
+        root.handlers, _ = saved
+        root.setLevel(saved[1])
+
+    [line] = [line for line in stderr.getvalue().splitlines() if '"wa_gateway.outbox"' in line]
+    record = json.loads(line)
+    assert record["event"] == "delivered"
+    assert (record["id"], record["to"], record["target"], record["provider"]) == (
+        "msg-7", SAMPLE_GROUP, SAMPLE_GROUP, "log",
+    )
+    assert record["text"] == text
+    assert json.dumps(text, ensure_ascii=False) in line  # not \u-escaped
+    [outbox] = (tmp_path / "outbox.jsonl").read_text(encoding="utf-8").splitlines()
+    assert list(json.loads(outbox)) == ["id", "to", "target", "text", "provider", "time"]
+    assert json.loads(outbox)["text"] == text

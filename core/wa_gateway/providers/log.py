@@ -1,4 +1,4 @@
-"""The `log` provider: "delivers" by logging one JSON line per message.
+"""The `log` provider: "delivers" by logging one line per message (JSON off a terminal).
 
 It lets anyone run the whole pipeline with no credentials; with WA_LOG_OUTBOX set it
 also appends the line to that file, which is what the end-to-end tests read.
@@ -26,9 +26,11 @@ class LogProvider(Provider):
         self.outbox = Outbox(config.settings.get("WA_LOG_OUTBOX"))
 
     async def send(self, message: Notification) -> Receipt:
-        line = Outbox.line(message, self.name)
-        log.info("delivered %s", line)
-        self.outbox.write(line)
+        record = Outbox.record(message, self.name)
+        # The fields become the log record's own (structlog's ExtraAdder): one JSON
+        # line with "event": "delivered", not JSON inside a string.
+        log.info("delivered", extra=record)
+        self.outbox.write(Outbox.dumps(record))
         return Receipt(provider=self.name, provider_message_id=f"log-{message.id}")
 
     async def close(self) -> None:

@@ -20,18 +20,24 @@ class Outbox:
             self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the provider
 
     @staticmethod
+    def record(message: Notification, provider: str) -> dict[str, str]:
+        """The fields of one delivered message, as the outbox file and the log line show them."""
+        return {
+            "id": message.id,
+            "to": message.to,
+            "target": message.target.address,
+            "text": message.text,
+            "provider": provider,
+            "time": datetime.now(timezone.utc).isoformat(),
+        }
+
+    @staticmethod
     def line(message: Notification, provider: str) -> str:
-        return json.dumps(
-            {
-                "id": message.id,
-                "to": message.to,
-                "target": message.target.address,
-                "text": message.text,
-                "provider": provider,
-                "time": datetime.now(timezone.utc).isoformat(),
-            },
-            ensure_ascii=False,
-        )
+        return Outbox.dumps(Outbox.record(message, provider))
+
+    @staticmethod
+    def dumps(record: dict[str, str]) -> str:
+        return json.dumps(record, ensure_ascii=False)
 
     def write(self, line: str) -> None:
         if self._file is not None:
