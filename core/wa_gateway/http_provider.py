@@ -88,6 +88,28 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _Progress:
+    """How far one request got, as aiohttp's tracing reports it."""
+
+    sent = False
+
+
+async def _mark_sent(
+    session: aiohttp.ClientSession,
+    context: Any,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, _Progress):
+        context.trace_request_ctx.sent = True
+
+
+def _sent_trace() -> aiohttp.TraceConfig:
+    """Tells `request` whether the request was written before a timeout struck."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_mark_sent)
+    return trace
+
+
 class HttpProvider(Provider):
     """A Provider with one aiohttp ClientSession, created on first use and reused.
 
@@ -119,6 +141,7 @@ class HttpProvider(Provider):
             self._session = aiohttp.ClientSession(
                 timeout=timeout,
                 headers={"User-Agent": self.user_agent},
+                trace_configs=[_sent_trace()],
                 # UTF-8 JSON, not \u escapes: the text reaches the provider byte for byte.
                 json_serialize=functools.partial(json.dumps, ensure_ascii=False),
             )
@@ -160,17 +183,32 @@ class HttpProvider(Provider):
         code: str | int | None = None,
         transient: bool | None = None,
         retry_after: float | None = None,
+        ambiguous: bool | None = None,
     ) -> ProviderError:
         """The error to raise for a failed answer, keeping the provider's status, code and words.
 
         Classified by `code` (see the class docstring) unless `transient` says otherwise;
         `retry_after` defaults to the Retry-After header. Secrets are redacted.
+
+        A transient 2xx without a code is `ambiguous` unless told otherwise: the request
+        reached something that said "OK" without the provider's answer (no message id),
+        so the provider may have accepted the message, and the worker calls it only
+        once per attempt.
         """
         code = None if code is None or str(code).strip() == "" else str(code).strip()
         if transient is None:
             transient = self.is_transient(code, answer.status)
+        if ambiguous is None:
+            ambiguous = bool(transient) and answer.ok and code is None
         if not message:
             message = f"unexpected HTTP {answer.status} answer: {answer.snippet}"
+            if ambiguous:
+                message = (
+                    f"unexpected HTTP {answer.status} answer, the provider may have accepted"
+                    f" the message: {answer.snippet}"
+                )
+        elif ambiguous:
+            message = f"{message} (the provider may have accepted the message)"
         text = self.redact(str(message))
         if transient:
             return TransientError(
@@ -178,6 +216,7 @@ class HttpProvider(Provider):
                 provider_status=answer.status,
                 provider_code=code,
                 retry_after=answer.retry_after if retry_after is None else retry_after,
+                ambiguous=ambiguous,
             )
         return PermanentError(text, provider_status=answer.status, provider_code=code)
 
@@ -193,13 +232,26 @@ class HttpProvider(Provider):
         return 200 <= status < 300 or is_transient_status(status)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> HttpAnswer:
-        """Send one request; a network error or timeout becomes a TransientError."""
+        """Send one request; a network error or timeout becomes a TransientError.
+
+        A timeout after the request went out is `ambiguous`: the provider may have
+        accepted the message and be slow to say so. A timeout before (connecting) is not.
+        """
+        progress = _Progress()
         try:
-            async with self.session.request(method, url, **kwargs) as response:
+            async with self.session.request(
+                method, url, trace_request_ctx=progress, **kwargs
+            ) as response:
                 text = await response.text(encoding="utf-8", errors="replace")
                 return HttpAnswer(response.status, dict(response.headers), text)
         except asyncio.TimeoutError as exc:
-            raise TransientError(f"{self.name}: no answer within the timeout") from exc
+            if progress.sent:
+                raise TransientError(
+                    f"{self.name}: no answer within the timeout"
+                    " (the provider may have accepted the message)",
+                    ambiguous=True,
+                ) from exc
+            raise TransientError(f"{self.name}: could not send within the timeout") from exc
         except aiohttp.ClientError as exc:
             raise TransientError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
 

@@ -97,7 +97,15 @@ class ProviderError(Exception):
 
 
 class TransientError(ProviderError):
-    """Try again later: the provider was down, slow, or asked us to slow down."""
+    """Try again later: the provider was down, slow, or asked us to slow down.
+
+    `ambiguous=True` says the provider may have accepted the message all the same: a
+    2xx answer that is not the provider's (no message id), or no answer after the
+    request went out. Every retry of it may deliver one more copy, so the worker gives
+    it no quick in-process retries: one call per attempt, through the retry tiers.
+    """
+
+    ambiguous: bool = False
 
     def __init__(
         self,
@@ -106,9 +114,11 @@ class TransientError(ProviderError):
         provider_status: int | None = None,
         provider_code: str | int | None = None,
         retry_after: float | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(message, provider_status=provider_status, provider_code=provider_code)
         self.retry_after = retry_after
+        self.ambiguous = ambiguous
 
 
 class PermanentError(ProviderError):

@@ -208,6 +208,9 @@ class ErrorCase:
     """A fragment the provider_message must contain."""
     retry_after: float | None = None
     """The retry_after a TransientError must carry (to the second), when not None."""
+    ambiguous: bool | None = None
+    """Whether a TransientError must say the provider may have accepted the message
+    (a 2xx without a message id), when not None."""
     id: str | None = None
     """The pytest id; by default the HTTP status and the code."""
 
@@ -330,6 +333,9 @@ class ProviderConformance:
         if case.retry_after is not None:
             assert isinstance(error, TransientError)
             assert error.retry_after == pytest.approx(case.retry_after, abs=1.0)
+        if case.ambiguous is not None:
+            assert isinstance(error, TransientError)
+            assert error.ambiguous == case.ambiguous, f"{case.test_id}: ambiguous={error.ambiguous}"
         for secret in self.secrets(config):
             assert secret not in str(error) and secret not in error.provider_message
         self.check_requests(api, message, count=1)

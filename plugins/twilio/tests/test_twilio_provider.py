@@ -88,8 +88,12 @@ class TestTwilioConformance(ProviderConformance):
         case(twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": "2"}), retry_after=2),
         case(twilio_error(500, 20500, "An internal server error has occurred")),
         case(twilio_error(503, 20503, "Service unavailable")),
-        ErrorCase(Answer(502, "<html>Bad Gateway</html>"), code=None, id="http502-html"),
-        ErrorCase(Answer(201, {"status": "queued"}), code=None, id="http201-without-sid"),
+        ErrorCase(
+            Answer(502, "<html>Bad Gateway</html>"), code=None, ambiguous=False, id="http502-html"
+        ),
+        ErrorCase(
+            Answer(201, {"status": "queued"}), code=None, ambiguous=True, id="http201-without-sid"
+        ),
     )
     permanent_cases = (
         case(

@@ -58,14 +58,24 @@ class TestWatzapConformance(ProviderConformance):
             id="1005-instance-not-started-waits-minutes",
         ),
         ErrorCase(
-            Answer(200, watzap_error("1006", "Other Error")), code="1006", message="Other Error"
+            Answer(200, watzap_error("1006", "Other Error")),
+            code="1006",
+            message="Other Error",
+            ambiguous=False,  # Watzap's own error code: it did not accept the message
         ),
         ErrorCase(Answer(200, watzap_error(1006, "Other Error")), code="1006", id="numeric-1006"),
         ErrorCase(
             Answer(200, watzap_error("1999", "Undocumented")), code="1999", id="unknown-code"
         ),
-        ErrorCase(Answer(200, {"message": "Successfully"}), code=None, id="json-without-status"),
-        ErrorCase(Answer(200, "<html>Maintenance</html>"), code=None, id="non-json-200"),
+        ErrorCase(
+            Answer(200, {"message": "Successfully"}),
+            code=None,
+            ambiguous=True,
+            id="json-without-status",
+        ),
+        ErrorCase(
+            Answer(200, "<html>Maintenance</html>"), code=None, ambiguous=True, id="non-json-200"
+        ),
         ErrorCase(
             Answer(502, "<html><h1>502 Bad Gateway</h1></html>"),
             code=None,
