@@ -24,6 +24,7 @@ from .provider import (
     ProviderError,
     TransientError,
 )
+from .redaction import redact
 
 if TYPE_CHECKING:
     from .models import Notification
@@ -161,9 +162,9 @@ class HttpProvider(Provider):
         return (self.config.api_key,) if self.config.api_key else ()
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """`text` with each of `self.secrets` masked where it stands as a whole value
+        (only values long enough to be secrets; see wa_gateway.redaction)."""
+        return redact(text, self.secrets)
 
     def check_servable(self, message: Notification) -> None:
         """Refuse, as PermanentError, what the capabilities exclude.

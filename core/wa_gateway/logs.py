@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .redaction import Redactor
+
 # 8-15 digits standing alone; not inside words, uuids (dash-joined) or group ids
 _PHONE = re.compile(r"(?<![\w\-])(\+?\d{2,4})(\d{4,9})(\d{2})(?![\d\-]|@g\.us)")
 
@@ -27,15 +29,18 @@ def mask_phone_numbers(text: str) -> str:
 
 
 class Masker:
-    """A structlog processor that hides secrets and phone numbers in every string value."""
+    """A structlog processor that hides secrets and phone numbers in every string value.
+
+    Secrets are masked as whole values only, and only values long enough to be secrets
+    (see wa_gateway.redaction): a short `WA_API_KEY` never garbles ordinary words.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._redact = Redactor(secrets)
+        self.secrets = self._redact.secrets
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return mask_phone_numbers(text)
+        return mask_phone_numbers(self._redact(text))
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         for key, value in event_dict.items():
