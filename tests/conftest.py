@@ -343,3 +343,15 @@ async def wait_ready(port: int, timeout: float = 20) -> None:
                 return False
 
         await wait_for(ready, timeout=timeout, interval=0.2)
+
+
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/lib/rabbitmq/bin")
+
+
+def sbin_tool(name: str) -> str:
+    """The path of a server tool such as rabbitmqctl. Debian installs them in /usr/sbin,
+    which a non-root user's PATH lacks; so look there too (as scripts/ensure-service.sh
+    does). The bare name when it is nowhere, for subprocess to report."""
+    import shutil
+
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_DIRS)) or name

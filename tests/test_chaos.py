@@ -15,13 +15,22 @@ import pytest
 from wa_gateway.models import Notification, Target
 from wa_gateway.provider import TransientError
 
-from .conftest import LOGISTIC, ScriptedProvider, finish, outbox_lines, queue_size, spawn, wait_for
+from .conftest import (
+    LOGISTIC,
+    ScriptedProvider,
+    finish,
+    outbox_lines,
+    queue_size,
+    sbin_tool,
+    spawn,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
+    subprocess.run([sbin_tool("rabbitmqctl"), "-q", *args], check=True, timeout=120, capture_output=True)
 
 
 async def _poster(client, results, stop, rate=50):
