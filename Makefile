@@ -7,10 +7,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install services run test bench clean
 
-install: $(VENV)/.installed
+# A venv that cannot run pip (made while python3-venv was missing …) is made again;
+# the sub-make then sees its stamp gone and installs into the new one.
+install:
+	@scripts/ensure-venv.sh $(VENV) $(PYTHON)
+	@$(MAKE) --no-print-directory $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(wildcard $(addsuffix /pyproject.toml,$(PLUGINS)))
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' $(foreach p,$(wildcard $(PLUGINS)),-e $(p))
 	@touch $@
@@ -22,8 +25,8 @@ services:
 run: install
 	@scripts/ensure-service.sh rabbitmq
 	@if [ ! -f .env ]; then cp .env.example .env; echo "created .env from .env.example (log provider, alias 'logistic')"; fi
-	@rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 || rabbitmq-plugins -q enable rabbitmq_management >/dev/null 2>&1 || true
-	@echo "POST notifications to http://127.0.0.1:$${GATEWAY_PORT:-8080}/notify ; RabbitMQ management UI: http://127.0.0.1:15672 (guest/guest)"
+	@scripts/ensure-service.sh rabbitmq-management
+	@echo "POST notifications to http://127.0.0.1:$${GATEWAY_PORT:-8080}/notify"
 	$(VENV)/bin/wa-gateway run
 
 # pytest exit 5 means no test was collected: a broken set-up, never a success.

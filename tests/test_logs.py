@@ -79,8 +79,8 @@ async def test_log_provider_line_has_the_message_fields_at_top_level(monkeypatch
     import logging
 
     from wa_gateway.logs import configure_logging
-    from wa_gateway.providers.log import LogProvider
     from wa_gateway.provider import ProviderConfig
+    from wa_gateway.providers.log import LogProvider
     from wa_gateway.testing import SAMPLE_GROUP, SAMPLE_TEXT, group_message
 
     text = SAMPLE_TEXT + "\nStatus: pengajuan disetujui ✅ 👍🏽"
