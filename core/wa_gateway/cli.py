@@ -25,6 +25,7 @@ from .gateway import (
     make_app,
     make_probe_app,
 )
+from .http_server import GatewayRunner, Limits, raise_fd_limit
 from .logs import configure_logging
 from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
@@ -82,6 +83,7 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
             f"GATEWAY_API_KEYS is empty but GATEWAY_HOST={settings.gateway_host} is not loopback; "
             "set API keys or listen on 127.0.0.1"
         )
+    raise_fd_limit(settings.gateway_max_connections if serve or settings.wa_metrics_port else None)
     plugins = plugins if plugins is not None else make_plugin_manager()
     name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
     services = _services(settings, plugins, name)
@@ -134,8 +136,9 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
 
 
 async def _listen(app: web.Application, settings: Settings, port: int) -> web.AppRunner:
-    runner = web.AppRunner(
-        app, shutdown_timeout=settings.wa_shutdown_timeout, access_log=None, **SERVER_OPTIONS
+    runner = GatewayRunner(  # header/keep-alive deadlines, GATEWAY_MAX_CONNECTIONS
+        app, limits=Limits.from_settings(settings), shutdown_timeout=settings.wa_shutdown_timeout,
+        access_log=None, **SERVER_OPTIONS,
     )
     await runner.setup()
     try:

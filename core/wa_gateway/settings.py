@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     gateway_rate_limit: float = Field(100.0, ge=0)
     """Requests per second per API key (per client address without keys); 0 turns it off."""
     gateway_rate_burst: int = Field(200, ge=1)
+    gateway_header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client has to send a complete request head: from connecting, or on a
+    kept-alive connection from the first byte of the next request."""
+    gateway_keepalive_timeout: float = Field(15.0, gt=0)
+    """Seconds an idle kept-alive connection stays open after a response."""
+    gateway_max_connections: int = Field(1000, ge=1)
+    """Open HTTP connections per process; more are answered 503 and closed."""
     wa_metrics_port: int = Field(0, ge=0, le=65535)
     """Port where a worker-only process serves /metrics and probes; 0 = none."""
     wa_allow_raw_targets: bool = False
