@@ -37,7 +37,7 @@ async def test_every_line_is_json_with_the_notification_id_and_no_secret(process
     assert code == 0
     records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     about = [r for r in records if r.get("notification_id") == notification_id]
-    assert {r["logger"] for r in about} >= {"wa_gateway.gateway", "wa_gateway.worker"}  # POST to ack
+    assert {r["logger"] for r in about} >= {"wa_gateway.gateway", "wa_gateway.outcomes"}  # POST to ack
     assert any("queued" in r["event"] for r in about) and any(r["event"].startswith("sent") for r in about)
     assert API_KEY not in stderr and PROVIDER_TOKEN not in stderr
     assert "6281234567890" not in stderr and "081234567890" not in stderr

@@ -191,7 +191,7 @@ async def test_breaker_probe_after_cooldown_resumes_delivery(make_settings, star
 
     await wait_for(lambda: _all_sent(client, ids), timeout=20)
     assert services.breaker("scripted").state.value == "closed"
-    await wait_for(lambda: worker._consuming_prefetch == 8)  # the probe's prefetch of 1 is over
+    await wait_for(lambda: worker.consumer.current_prefetch == 8)  # the probe's prefetch of 1 is over
     assert await queue_size(amqp, f"{settings.wa_queue_prefix}.dead") == 0
 
 

@@ -9,6 +9,7 @@ in one line naming the queue and the argument.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from .models import Notification
 
 log = logging.getLogger(__name__)
 
+ALARM_PROBE_ROUTING_KEY = "wa-gateway.alarm-probe"
+"""Routing key of the alarm probe: no queue is bound to it, so RabbitMQ drops the probe."""
+
 DELIVERY_LIMIT = 20
 """Deliveries after which a message that keeps crashing workers goes to the dead queue."""
 
@@ -40,7 +44,18 @@ CONNECTION_ERRORS = (
 
 
 class BrokerUnavailable(Exception):
-    """RabbitMQ cannot take the message right now; the caller should try later."""
+    """RabbitMQ did not take the message: nothing was queued; the caller should try later."""
+
+
+class PublishUncertain(BrokerUnavailable):
+    """The message was handed to RabbitMQ but no confirm came (a timeout, a connection
+    lost mid-publish): it may or may not be queued. Re-publishing the same message id
+    is safe: the worker sends an id once."""
+
+
+class BrokerRefused(Exception):
+    """RabbitMQ refused the credentials or the vhost in AMQP_URL: retrying will not help
+    until the operator fixes them."""
 
 
 class TopologyMismatch(Exception):
@@ -150,7 +165,13 @@ class Broker:
     """
 
     def __init__(
-        self, url: str, topology: Topology, *, reconnect_interval: float = 1.0, name: str = "wa-gateway"
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        reconnect_interval: float = 1.0,
+        name: str = "wa-gateway",
+        alarm_probe_interval: float = 1.0,
     ) -> None:
         self.url = url
         self.topology = topology
@@ -159,7 +180,11 @@ class Broker:
         self.connection: AbstractRobustConnection | None = None
         self.failure: Exception | None = None
         self._first_connect = asyncio.Event()
+        self._refused = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._was_blocked = False
+        self.alarm_probe_interval = alarm_probe_interval
 
     @property
     def connected(self) -> bool:
@@ -168,13 +193,47 @@ class Broker:
             connection is not None and not connection.is_closed and connection.connected.is_set()
         )
 
+    @property
+    def blocked(self) -> bool:
+        """True while RabbitMQ blocks this connection's publishes (a memory or disk alarm).
+
+        RabbitMQ says so with connection.blocked / unblocked; aiormq tracks it in an
+        event it does not expose, read here (tests/test_broker_alarms.py catches a
+        change of aiormq that would break this).
+        """
+        connection = self.connection
+        transport = getattr(connection, "transport", None) if connection is not None else None
+        amqp = getattr(transport, "connection", None)
+        unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
+        blocked = isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+        if blocked != self._was_blocked:  # one line per change, whoever asks first
+            self._was_blocked = blocked
+            if blocked:
+                log.warning("RabbitMQ blocks publishing (a memory or disk alarm): answering 503 until it clears")
+            else:
+                log.warning("RabbitMQ accepts publishes again")
+        return blocked
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait for the first connection; re-raise a TopologyMismatch found on the way."""
-        await asyncio.wait_for(self._first_connect.wait(), timeout)
-        if isinstance(self.failure, TopologyMismatch):
+    async def wait_connected(self, timeout: float | None = None, *, give_up_if_refused: bool = False) -> None:
+        """Wait for the first connection; re-raise a TopologyMismatch found on the way.
+
+        With `give_up_if_refused` (one-shot commands), refused credentials raise
+        BrokerRefused at once instead of waiting out the timeout.
+        """
+        waits = [asyncio.ensure_future(self._first_connect.wait())]
+        if give_up_if_refused:
+            waits.append(asyncio.ensure_future(self._refused.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if not done:
+            raise asyncio.TimeoutError()
+        if isinstance(self.failure, (TopologyMismatch, BrokerRefused)) and not self.connected:
             raise self.failure
 
     async def _connect_forever(self) -> None:
@@ -187,10 +246,24 @@ class Broker:
                     reconnect_interval=self.reconnect_interval,
                     client_properties={"connection_name": self.name},
                 )
+            except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError) as exc:
+                if not isinstance(self.failure, BrokerRefused):
+                    log.warning("RabbitMQ refused the user name or password in AMQP_URL (%s); "
+                                "fix AMQP_URL; retrying every 10 s", str(exc).split(" - ")[0])
+                self.failure = BrokerRefused(
+                    "RabbitMQ refused the user name or password in AMQP_URL (ACCESS_REFUSED)"
+                )
+                self._refused.set()
+                await asyncio.sleep(10.0)
+                continue
             except CONNECTION_ERRORS as exc:
-                if self.failure is None:
+                if "NOT_ALLOWED" in str(exc):  # the user may not use the vhost
+                    self.failure = BrokerRefused(f"RabbitMQ refused access to the vhost in AMQP_URL ({exc})")
+                    self._refused.set()
+                elif self.failure is None:
                     log.warning("RabbitMQ is not reachable (%s); retrying every few seconds", exc)
-                self.failure = exc
+                if not isinstance(self.failure, BrokerRefused):
+                    self.failure = exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -206,7 +279,34 @@ class Broker:
             self.failure = None
             log.info("connected to RabbitMQ")
             self._first_connect.set()
+            if self.alarm_probe_interval > 0:
+                self._probe = asyncio.create_task(self._probe_alarms(), name="broker-alarm-probe")
             return
+
+    async def _probe_alarms(self) -> None:
+        """Publish a message to nowhere every `alarm_probe_interval` seconds.
+
+        RabbitMQ tells a connection it is blocked (connection.blocked) only when the
+        connection publishes during an alarm. Without this probe the first request
+        after an alarm would learn it by waiting for a confirm that cannot come; with
+        it, `blocked` turns true within a probe interval and requests get a 503 at
+        once, without publishing. The probe goes to the default exchange with a
+        routing key no queue has, on a channel without confirms: RabbitMQ drops it.
+        """
+        channel: AbstractChannel | None = None
+        while True:
+            await asyncio.sleep(self.alarm_probe_interval)
+            if not self.connected or self.blocked:
+                continue
+            try:
+                if channel is None or channel.is_closed:
+                    assert self.connection is not None
+                    channel = await self.connection.channel(publisher_confirms=False)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b""), routing_key=ALARM_PROBE_ROUTING_KEY, mandatory=False
+                )
+            except Exception:  # noqa: BLE001 - a probe that fails says nothing new
+                channel = None
 
     async def channel(self, *, prefetch: int | None = None) -> AbstractChannel:
         """A robust channel with publisher confirms, optionally with a prefetch."""
@@ -217,13 +317,51 @@ class Broker:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
 
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
+    async def queue_depths(self, names: tuple[str, ...]) -> dict[str, tuple[int, int] | None]:
+        """(ready messages, consumers) per queue by passive declare; None if it does not exist."""
+        if self.connection is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        depths: dict[str, tuple[int, int] | None] = {}
+        for name in names:
+            channel = await self.connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                result = queue.declaration_result
+                depths[name] = (int(result.message_count), int(result.consumer_count))
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                depths[name] = None
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return depths
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the connection; a broker that does not answer within `timeout` (stalled,
+        or blocked by an alarm) gets its socket closed under it, which makes it give
+        back every unacked message all the same."""
+        for task in (self._task, self._probe):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            await asyncio.wait_for(connection.close(), timeout)
+        except (asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            log.warning("RabbitMQ did not close the connection in time (%s); dropping it", type(exc).__name__)
+            _abort(connection)
+
+
+def _abort(connection: AbstractRobustConnection) -> None:
+    """Stop aiormq's reader and writer under a connection that no longer answers: the
+    writer closes the socket as it ends, and the process can exit."""
+    transport = getattr(connection, "transport", None)
+    amqp = getattr(transport, "connection", None)
+    for name in ("_writer_task", "_reader_task"):
+        task = getattr(amqp, name, None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
 
 
 class Publisher:
@@ -257,22 +395,39 @@ class Publisher:
         routing_key: str = "",
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Return once RabbitMQ confirmed the persistent message; else BrokerUnavailable."""
+        """Return once RabbitMQ confirmed the persistent message.
+
+        BrokerUnavailable when nothing was sent (not connected, publishes blocked by an
+        alarm, the broker refused it); PublishUncertain when the message went out but
+        no confirm came back in time.
+        """
         if not self.broker.connected:
             raise BrokerUnavailable("RabbitMQ is not reachable")
+        if self.broker.blocked:
+            raise BrokerUnavailable("RabbitMQ blocks publishing (a memory or disk alarm)")
         message = persistent_message(body, message_id=message_id, headers=headers)
+        sent = False
         try:
             async with asyncio.timeout(self.timeout):
                 target = await self._exchange(exchange)
+                sent = True
                 await target.publish(message, routing_key=routing_key, mandatory=True)
         except TimeoutError:
-            raise BrokerUnavailable("RabbitMQ did not confirm the message in time") from None
+            if not sent:
+                raise BrokerUnavailable("RabbitMQ did not open a channel in time") from None
+            raise PublishUncertain(
+                f"RabbitMQ did not confirm the message within {self.timeout:g} s"
+            ) from None
         except aio_pika.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"RabbitMQ refused the message ({exc})") from None
         except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
             # aiormq raises RuntimeError("... closed") when a channel is opened mid-reconnect
             log.warning("publish failed: %s: %s", type(exc).__name__, exc)
-            raise BrokerUnavailable(f"RabbitMQ connection lost ({type(exc).__name__})") from None
+            if not sent:
+                raise BrokerUnavailable(f"RabbitMQ connection lost ({type(exc).__name__})") from None
+            raise PublishUncertain(
+                f"RabbitMQ connection lost before the confirm ({type(exc).__name__})"
+            ) from None
 
     async def publish_notification(self, notification: Notification) -> None:
         topology = self.broker.topology
@@ -283,7 +438,8 @@ class Publisher:
             routing_key=topology.work,
         )
 
-    async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
+    async def close(self, timeout: float = 2.0) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError):
+                await asyncio.wait_for(channel.close(), timeout)

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
@@ -50,9 +50,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _services(settings: Settings, plugins: PluginSet, name: str) -> Services:
+def _services(settings: Settings, plugins: PluginSet, name: str, *, serves_http: bool = True) -> Services:
     try:
-        return Services(settings, plugins, connection_name=name)
+        return Services(settings, plugins, connection_name=name, serves_http=serves_http)
     except UnknownProvider as exc:
         raise UserError(f"WA_PROVIDER: {exc}") from None
 
@@ -86,7 +86,7 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
     raise_fd_limit(settings.gateway_max_connections if serve or settings.wa_metrics_port else None)
     plugins = plugins if plugins is not None else make_plugin_manager()
     name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
-    services = _services(settings, plugins, name)
+    services = _services(settings, plugins, name, serves_http=serve)
     primary, fallback = _providers(settings, plugins)
     if not work:
         await primary.close()
@@ -118,21 +118,42 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
         worker_start = asyncio.create_task(worker.start()) if worker else None
         await stop.wait()
         log.info("stopping: no new requests, finishing in-flight work")
+        # One deadline for the whole stop, whatever RabbitMQ does (stalled, blocked by an
+        # alarm): each step gets what is left of it, and the connection is dropped at the
+        # end if RabbitMQ does not answer, which gives back every message still held.
+        stop_by = loop.time() + settings.wa_shutdown_timeout
+
+        def left() -> float:
+            return max(SHUTDOWN_STEP_MIN, stop_by - loop.time())
+
         if runner is not None and app is not None:
             app[STOPPING]["value"] = True
-            await runner.cleanup()
+            await _bounded(runner.cleanup(), left(), "the HTTP server")
         if worker is not None and worker_start is not None:
             if not worker_start.done():
                 worker_start.cancel()
             await asyncio.gather(worker_start, return_exceptions=True)
-            await worker.stop(settings.wa_shutdown_timeout)
+            await _bounded(worker.stop(left()), left() + SHUTDOWN_STEP_MIN, "the worker")
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
+        services.close_timeout = left()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
     if failure:
         raise UserError(str(failure[0]))
     log.info("stopped")
+
+
+SHUTDOWN_STEP_MIN = 0.5
+"""Seconds every stop step gets even when the deadline has passed: enough to close a
+healthy connection cleanly, short enough that a stalled one cannot hold the exit."""
+
+
+async def _bounded(step: Awaitable[object], timeout: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(step, timeout)
+    except asyncio.TimeoutError:
+        log.warning("%s did not stop within the shutdown timeout; going on", what)
 
 
 async def _listen(app: web.Application, settings: Settings, port: int) -> web.AppRunner:

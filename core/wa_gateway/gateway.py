@@ -8,27 +8,31 @@ context, so `run` can share them between the gateway and the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import math
+import time
 import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import HttpVersion11, web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from .broker import BrokerUnavailable
+from .broker import BrokerUnavailable, PublishUncertain
 from .events import EventError
 from .idempotency import IdempotentRequest, KeyReused, StillPending, valid_key
 from .logs import bind_notification
 from .models import DeliveryStatus, Notification, NotifyRequest, Queued, Target
 from .pacing import RateLimiter
 from .services import Services
+from .store import StoreUnavailable
 from .targets import InvalidTarget, resolve_target
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ SERVICES = web.AppKey("services", Services)
 STOPPING = web.AppKey("stopping", dict)
 API_KEY = web.RequestKey("api_key", str)
 RATE_LIMITS = web.AppKey("rate_limits", object)
+QUEUE_DEPTHS = web.AppKey("queue_depths", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,6 +98,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except StoreUnavailable as exc:
+        return error_response(503, "unavailable", f"{exc}; try again", {"Retry-After": RETRY_AFTER_SECONDS})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -363,32 +370,39 @@ async def post_notify(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ApiError(422, "invalid_field", describe(exc)) from None
     notifications = build_notifications(services, notify)
+    answer = _answer(notifications)
+    idempotent = _idempotent_request(request, services, body)
+    if idempotent is None:
+        await _publish(services, notifications)
+        return web.json_response(answer, status=202)
+    try:
+        async with idempotent.claim(answer) as claim:
+            if claim.earlier is not None:
+                return web.json_response(claim.earlier, status=202, headers={"Idempotent-Replayed": "true"})
+            if claim.resumed:
+                notifications = _with_ids(notifications, claim.answer)
+            await _publish(services, notifications)
+    except KeyReused:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another body") from None
+    except StillPending:
+        raise _unavailable("a request with this Idempotency-Key is still in progress") from None
+    return web.json_response(claim.answer, status=202)
+
+
+def _answer(notifications: list[Notification]) -> dict[str, Any]:
     ids = [n.id for n in notifications]
     bind_notification(ids[0] if len(ids) == 1 else ",".join(ids))
-    answer = Queued(id=ids[0], ids=ids if len(ids) > 1 else None).model_dump(exclude_none=True)
+    return Queued(id=ids[0], ids=ids if len(ids) > 1 else None).model_dump(exclude_none=True)
 
-    idempotent = _idempotent_request(request, services, body)
-    if idempotent is not None:
-        try:
-            earlier = await idempotent.begin(answer)
-        except KeyReused:
-            raise ApiError(
-                422, "idempotency_key_reused", "this Idempotency-Key was used with another body"
-            ) from None
-        except StillPending:
-            raise _unavailable("a request with this Idempotency-Key is still in progress") from None
-        if earlier is not None:
-            return web.json_response(earlier, status=202, headers={"Idempotent-Replayed": "true"})
-    try:
-        await _publish(services, notifications)
-    except BaseException:
-        if idempotent is not None:
-            await idempotent.abandon()
-        raise
-    if idempotent is not None:
-        await idempotent.done(answer)
-    log.debug("queued for %s", ", ".join(n.to for n in notifications))
-    return web.json_response(answer, status=202)
+
+def _with_ids(notifications: list[Notification], answer: dict[str, Any]) -> list[Notification]:
+    """The same notifications under the ids an earlier, failed request with this key used."""
+    ids = answer.get("ids") or [answer["id"]]
+    if len(ids) != len(notifications):  # the events file changed the targets since
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used for a different set of targets")
+    bind_notification(ids[0] if len(ids) == 1 else ",".join(ids))
+    return [n.model_copy(update={"id": i}) for n, i in zip(notifications, ids, strict=True)]
 
 
 def _idempotent_request(request: web.Request, services: Services, body: dict) -> IdempotentRequest | None:
@@ -397,29 +411,61 @@ def _idempotent_request(request: web.Request, services: Services, body: dict) ->
         return None
     if not valid_key(key):
         raise ApiError(400, "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters")
-    wait = services.settings.wa_publish_timeout + 1
-    return IdempotentRequest(services.store, key, request.get(API_KEY), body, wait=wait)
+    lease = services.settings.wa_publish_timeout + 1
+    return IdempotentRequest(services.store, key, request.get(API_KEY), body, lease=lease)
 
 
 async def _publish(services: Services, notifications: list[Notification]) -> None:
-    """Record `queued`, publish each with a confirm; undo the records if any publish fails."""
+    """Record `queued` (when the store answers), publish each with a confirm.
+
+    The store is not needed to queue a message: while it is down the status is simply
+    not written (the worker's `sent` comes later). A publish that surely failed
+    forgets the record; one whose confirm did not come says so in the 503.
+    """
+    recorded = []
     for notification in notifications:
-        await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
+        try:
+            await services.store.put_status(DeliveryStatus(id=notification.id, status="queued"))
+        except StoreUnavailable:
+            break
+        recorded.append(notification.id)
     try:
         with services.metrics.publish_seconds.time():
             if len(notifications) == 1:  # the common case, without a task per publish
                 await services.publisher.publish_notification(notifications[0])
             else:
-                await asyncio.gather(*(services.publisher.publish_notification(n) for n in notifications))
+                await _publish_all(services, notifications)
+        log.debug("queued for %s", ", ".join(n.to for n in notifications))
+    except PublishUncertain as exc:
+        raise _unavailable(
+            f"{exc}: the message may or may not be queued. Retry with the same Idempotency-Key "
+            "to have it sent once (without a key, a retry may send it twice)"
+        ) from None
     except BrokerUnavailable as exc:
-        for notification in notifications:
-            await services.store.forget_status(notification.id)
-        raise _unavailable(f"the message queue is unavailable ({exc}); try again") from None
+        for notification_id in recorded:
+            with contextlib.suppress(StoreUnavailable):
+                await services.store.forget_status(notification_id)
+        raise _unavailable(f"the message queue is unavailable ({exc}); nothing was queued, try again") from None
+
+
+async def _publish_all(services: Services, notifications: list[Notification]) -> None:
+    """Publish concurrently; if any publish is uncertain, the whole request is."""
+    results = await asyncio.gather(
+        *(services.publisher.publish_notification(n) for n in notifications), return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return
+    confirmed = len(results) - len(errors)
+    uncertain = [e for e in errors if isinstance(e, PublishUncertain)]
+    if uncertain or confirmed:
+        raise PublishUncertain(f"{confirmed} of {len(results)} targets confirmed; {errors[0]}")
+    raise errors[0]
 
 
 async def get_notify(request: web.Request) -> web.Response:
     notification_id = request.match_info["id"]
-    status = await request.app[SERVICES].store.get_status(notification_id)
+    status = await request.app[SERVICES].store.get_status(notification_id)  # 503 while the store is down
     if status is None:
         raise ApiError(404, "not_found", f"no notification with id {notification_id!r}")
     return web.json_response(json.loads(status.model_dump_json(exclude_none=True)))
@@ -427,8 +473,36 @@ async def get_notify(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    body = await services.metrics.render(services)
+    body = services.metrics.render(
+        breakers={name: b.state.value for name, b in services.breakers.items()},
+        queue_depths=await request.app[QUEUE_DEPTHS].read(),
+        store_up=services.store.available,
+        broker_blocked=services.broker.connected and services.broker.blocked,
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class QueueDepths:
+    """Ready messages of the work and dead queues, read from RabbitMQ at most once a
+    second however often /metrics is scraped; the last reading while the broker is away."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._read_at = 0.0
+        self._last: dict[str, int] = {}
+
+    async def read(self) -> dict[str, int]:
+        now = time.monotonic()
+        if now - self._read_at < 1.0 or not self.services.broker.connected:
+            return self._last
+        self._read_at = now
+        topology = self.services.topology
+        try:
+            depths = await self.services.queue_depths((topology.work, topology.dead))
+        except Exception:  # noqa: BLE001 - a scrape must answer even when the broker is in trouble
+            return self._last
+        self._last = {name: depth[0] for name, depth in depths.items() if depth is not None}
+        return self._last
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -444,8 +518,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    detail = services.readiness()
-    ready = detail["broker"] == "connected" and not request.app[STOPPING]["value"]
+    ready, detail = services.readiness()
+    ready = ready and not request.app[STOPPING]["value"]
     return web.json_response(
         {"status": "ready" if ready else "not_ready", **detail}, status=200 if ready else 503
     )
@@ -456,6 +530,7 @@ def _base_app(services: Services, middlewares: list) -> web.Application:  # type
     app = web.Application(client_max_size=MAX_BODY, middlewares=[count_requests, json_errors, *middlewares])
     app[SERVICES] = services
     app[STOPPING] = {"value": False}
+    app[QUEUE_DEPTHS] = QueueDepths(services)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

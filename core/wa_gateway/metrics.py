@@ -1,18 +1,14 @@
 """Prometheus metrics of one process, on a registry of its own (tests build many).
 
-Queue depths are read from RabbitMQ when /metrics is scraped (passive declares,
-cached for a second), so a scrape always shows the broker's current view.
+Gauges of what other parts own (breakers, queue depths, the store) are set at scrape
+time from what the caller hands `render`: this module depends on nothing of theirs.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-if TYPE_CHECKING:
-    from .services import Services
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -45,24 +41,33 @@ class Metrics:
         self.queue_messages = Gauge(
             "wa_queue_messages", "Ready messages per queue (read at scrape time)", ["queue"], registry=r
         )
-        self._queues_read_at = 0.0
+        self.dedup_unchecked = Counter(
+            "wa_dedup_unchecked", "Messages sent without the already-sent check (the store was down)",
+            registry=r,
+        )
+        self.status_pending = Gauge(
+            "wa_status_pending", "Status updates waiting in memory for the store to come back", registry=r
+        )
+        self.store_up = Gauge("wa_store_up", "1 while the status store answers, 0 while it is down", registry=r)
+        self.broker_blocked = Gauge(
+            "wa_broker_blocked", "1 while RabbitMQ blocks this process's publishes (a resource alarm)",
+            registry=r,
+        )
 
-    async def render(self, services: Services) -> bytes:
-        await self._refresh(services)
+    def render(
+        self,
+        *,
+        breakers: Mapping[str, str],
+        queue_depths: Mapping[str, int],
+        store_up: bool,
+        broker_blocked: bool,
+    ) -> bytes:
+        """The exposition text, with the gauges that are read at scrape time set from
+        what the caller read: breaker states by provider, ready messages by queue."""
+        for name, state in breakers.items():
+            self.breaker_state.labels(name).set(BREAKER_STATES[state])
+        for queue, ready in queue_depths.items():
+            self.queue_messages.labels(queue).set(ready)
+        self.store_up.set(1 if store_up else 0)
+        self.broker_blocked.set(1 if broker_blocked else 0)
         return generate_latest(self.registry)
-
-    async def _refresh(self, services: Services) -> None:
-        for name, breaker in services.breakers.items():
-            self.breaker_state.labels(name).set(BREAKER_STATES[breaker.state.value])
-        if time.monotonic() - self._queues_read_at < 1.0 or not services.broker.connected:
-            return
-        self._queues_read_at = time.monotonic()
-        from .status import queue_depths  # status owns the passive-declare logic
-
-        try:
-            depths = await queue_depths(services, (services.topology.work, services.topology.dead))
-        except Exception:  # a scrape must answer even when the broker is in trouble
-            return
-        for queue, depth in depths.items():
-            if depth is not None:
-                self.queue_messages.labels(queue).set(depth[0])

@@ -93,7 +93,7 @@ class CircuitBreaker:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
-        self._on_change = on_change
+        self._listeners: list[Callable[[CircuitBreaker], None]] = [on_change] if on_change else []
         self._state = BreakerState.CLOSED
         self.consecutive_failures = 0
         self.opened_at: float | None = None
@@ -137,13 +137,17 @@ class CircuitBreaker:
             self.opened_at = self._clock()
             self._set(BreakerState.OPEN)
 
+    def subscribe(self, listener: Callable[[CircuitBreaker], None]) -> None:
+        """Call `listener(breaker)` after every state change (the consumer pauses on it)."""
+        self._listeners.append(listener)
+
     def _set(self, state: BreakerState) -> None:
         if state is self._state:
             return
         log.warning("circuit breaker %s: %s -> %s", self.name, self._state.value, state.value)
         self._state = state
-        if self._on_change is not None:
-            self._on_change(self)
+        for listener in self._listeners:
+            listener(self)
 
     def snapshot(self) -> dict[str, object]:
         return {

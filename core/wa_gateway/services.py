@@ -19,7 +19,7 @@ from .plugins import PluginSet, make_plugin_manager
 from .provider import Capabilities
 from .resilience import CircuitBreaker
 from .settings import Settings
-from .store import Store, make_store
+from .store import Store, StoreUnavailable, make_store
 
 
 class Services:
@@ -30,7 +30,11 @@ class Services:
         *,
         store: Store | None = None,
         connection_name: str = "wa-gateway",
+        serves_http: bool = True,
     ) -> None:
+        """`serves_http=False` (a worker-only process): nobody asks this process for
+        delivery statuses, so the in-process store keeps none, and it does not probe
+        for RabbitMQ alarms (the probe would get its consumer connection blocked)."""
         self.settings = settings
         self.plugins = plugins if plugins is not None else make_plugin_manager()
         self.capabilities: Capabilities = self.plugins.capabilities(settings.wa_provider)
@@ -38,16 +42,21 @@ class Services:
         self.topology = Topology(
             retry_delays=tuple(settings.wa_retry_delays), prefix=settings.wa_queue_prefix
         )
-        self.broker = Broker(settings.amqp_url, self.topology, name=connection_name)
+        self.broker = Broker(
+            settings.amqp_url, self.topology, name=connection_name, alarm_probe_interval=1.0 if serves_http else 0
+        )
         self.publisher = Publisher(self.broker, timeout=settings.wa_publish_timeout)
         self.store: Store = store if store is not None else make_store(
-            settings.redis_url, settings.wa_queue_prefix
+            settings.redis_url, settings.wa_queue_prefix, keep_status=serves_http
         )
         self.breakers: dict[str, CircuitBreaker] = {}
         self.metrics = Metrics()
         self._background: set[asyncio.Task[None]] = set()
         self._users = 0
         self._lock = asyncio.Lock()
+        self.close_timeout = 5.0
+        """Seconds closing may wait for RabbitMQ; a stopping process sets what its
+        shutdown deadline leaves."""
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Services]:
@@ -62,9 +71,11 @@ class Services:
             async with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    await self.publisher.close()
-                    await self.broker.close()
+                    await self.publisher.close(min(self.close_timeout, 2.0))
+                    await self.broker.close(self.close_timeout)
                     await self.store.close()
+                    for task in list(self._background):
+                        task.cancel()
 
     def breaker(self, provider: str) -> CircuitBreaker:
         """The circuit breaker of one provider, created on first use."""
@@ -80,14 +91,32 @@ class Services:
     def _report_breaker(self, breaker: CircuitBreaker) -> None:
         """Publish a breaker change to the store, so `wa-gateway status` sees it."""
         snapshot = {**breaker.snapshot(), "changed_at": time.time()}
-        task = asyncio.get_running_loop().create_task(self.store.put_breaker(breaker.name, snapshot))
+        task = asyncio.get_running_loop().create_task(self._put_breaker(breaker.name, snapshot))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def readiness(self) -> dict[str, Any]:
+    async def _put_breaker(self, name: str, snapshot: dict[str, Any]) -> None:
+        with contextlib.suppress(StoreUnavailable):  # the next change reports again
+            await self.store.put_breaker(name, snapshot)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, detail): ready while RabbitMQ takes publishes and the store answers."""
         failure = self.broker.failure
-        return {
-            "broker": "connected" if self.broker.connected else f"unavailable: {failure or 'connecting'}",
+        blocked = self.broker.connected and self.broker.blocked
+        if not self.broker.connected:
+            broker = f"unavailable: {failure or 'connecting'}"
+        elif blocked:
+            broker = "blocked: RabbitMQ refuses publishes (a memory or disk alarm)"
+        else:
+            broker = "connected"
+        store = "ok" if self.store.available else "unavailable"
+        detail = {
+            "broker": broker,
+            "store": store,
             "provider": self.settings.wa_provider,
             "breakers": {name: b.snapshot() for name, b in self.breakers.items()},
         }
+        return broker == "connected" and store == "ok", detail
+
+    async def queue_depths(self, names: tuple[str, ...] | None = None) -> dict[str, tuple[int, int] | None]:
+        return await self.broker.queue_depths(names or self.topology.all_queues())

@@ -7,37 +7,15 @@ import argparse
 import asyncio
 from typing import Any
 
-import aiormq
-
 from .plugins import make_plugin_manager
 from .services import Services
 from .settings import Settings
 
 
-async def queue_depths(
-    services: Services, names: tuple[str, ...] | None = None
-) -> dict[str, tuple[int, int] | None]:
-    """(ready messages, consumers) per queue by passive declare; None if it does not exist."""
-    await services.broker.wait_connected(timeout=10)
-    depths: dict[str, tuple[int, int] | None] = {}
-    assert services.broker.connection is not None
-    for name in names or services.topology.all_queues():
-        channel = await services.broker.connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            result = queue.declaration_result
-            depths[name] = (int(result.message_count), int(result.consumer_count))
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            depths[name] = None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-    return depths
-
-
 async def collect(services: Services) -> dict[str, Any]:
     async with services.opened():
-        depths = await queue_depths(services)
+        await services.broker.wait_connected(timeout=10, give_up_if_refused=True)
+        depths = await services.queue_depths()
         breakers = await services.store.get_breakers()
     return {"queues": depths, "breakers": breakers}
 

@@ -1,0 +1,202 @@
+"""What happens to a message after a send: ack, a retry tier, or the dead-letter queue.
+
+Every hand-over is at-least-once: a message moved to a retry tier or to the dead
+queue is acked only after RabbitMQ confirmed the new copy. A move RabbitMQ cannot
+take now (an alarm, a reconnect) is tried again while the message stays held: a
+nack would count as a delivery and, repeated, dead-letter it at the delivery limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+
+from .broker import BrokerUnavailable, Publisher, Topology
+from .metrics import Metrics
+from .models import DeliveryStatus, Notification
+from .observers import Observers
+from .provider import Receipt
+from .resilience import Failure, pick_retry_tier
+from .status_recorder import StatusRecorder
+
+log = logging.getLogger(__name__)
+
+MOVE_RETRY_FIRST = 0.5
+MOVE_RETRY_MAX = 10.0
+"""Seconds between tries of a move RabbitMQ did not take, doubling up to this."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def attempts_of(message: AbstractIncomingMessage) -> int:
+    """Sends attempted before this delivery (each retry tier counts one)."""
+    return int((message.headers or {}).get("x-attempts", 0) or 0)
+
+
+class Outcomes:
+    def __init__(
+        self,
+        publisher: Publisher,
+        topology: Topology,
+        metrics: Metrics,
+        status: StatusRecorder,
+        observers: Observers,
+    ) -> None:
+        self.publisher = publisher
+        self.topology = topology
+        self.metrics = metrics
+        self.status = status
+        self.observers = observers
+        self._moves_stuck = False
+
+    async def delivered(self, message: AbstractIncomingMessage, notification: Notification, receipt: Receipt) -> None:
+        """Record `sent` before the ack, so a redelivered copy is recognised."""
+        await self.status.record(
+            DeliveryStatus(
+                id=notification.id,
+                status="sent",
+                attempts=attempts_of(message) + 1,
+                provider=receipt.provider,
+                provider_message_id=receipt.provider_message_id,
+                sent_at=now(),
+                updated_at=now(),
+            )
+        )
+        await message.ack()
+        log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
+        self.metrics.sent.labels(receipt.provider).inc()
+        self.observers.notify("message_delivered", message=notification, receipt=receipt)
+
+    async def failed(
+        self,
+        message: AbstractIncomingMessage,
+        notification: Notification,
+        provider: str,
+        failure: Failure,
+    ) -> None:
+        """A retry tier for a transient failure with tiers left; else the dead queue."""
+        attempts = attempts_of(message) + 1
+        headers = dict(message.headers or {})
+        headers.update({
+            "x-attempts": attempts,
+            "x-provider": provider,
+            "x-first-failed-at": headers.get("x-first-failed-at") or now().isoformat(),
+            "x-last-error": failure.reason[:500],
+        })
+        if failure.provider_status is not None:
+            headers["x-provider-status"] = failure.provider_status
+        if failure.provider_code is not None:
+            headers["x-provider-code"] = failure.provider_code
+        tier = None if failure.permanent else pick_retry_tier(self.topology.retry_delays, attempts, failure.retry_after)
+        if tier is None:
+            reason = failure.reason if failure.permanent else (
+                f"retries exhausted after {attempts} attempts: {failure.reason}"
+            )
+            kind = "permanent" if failure.permanent else "exhausted"
+            await self.dead_letter(message, notification, reason, kind=kind, headers=headers)
+            return
+        delay = self.topology.retry_delays[tier]
+        if not await self.move(message, headers, exchange="", routing_key=self.topology.retry_queues[tier]):
+            return
+        self.metrics.retried.labels(provider, failure.provider_code or "").inc()
+        await self.status.record(
+            DeliveryStatus(
+                id=notification.id,
+                status="retrying",
+                attempts=attempts,
+                next_try_at=now() + timedelta(seconds=delay),
+                provider=provider,
+                reason=failure.reason,
+                updated_at=now(),
+            )
+        )
+
+    async def dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        notification: Notification | None,
+        reason: str,
+        *,
+        kind: str,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """`kind` (unparseable, permanent, exhausted) is the bounded label for metrics;
+        the full reason goes in the headers."""
+        headers = dict(message.headers or {}) if headers is None else headers
+        attempts = int(headers.get("x-attempts", 0) or 0)
+        headers.update({
+            "x-error": reason[:1000],
+            "x-attempts": attempts,
+            "x-first-failed-at": headers.get("x-first-failed-at") or now().isoformat(),
+            "x-dead-at": now().isoformat(),
+        })
+        if not await self.move(message, headers, exchange=self.topology.dead, routing_key=""):
+            return
+        log.warning("message %s dead-lettered: %s", message.message_id, reason)
+        self.metrics.dead.labels(
+            str(headers.get("x-provider", "")), kind, str(headers.get("x-provider-code", ""))
+        ).inc()
+        if notification is not None:
+            await self.status.record(
+                DeliveryStatus(
+                    id=notification.id,
+                    status="dead",
+                    attempts=attempts,
+                    provider=headers.get("x-provider"),
+                    reason=reason,
+                    updated_at=now(),
+                )
+            )
+        self.observers.notify("message_dead_lettered", message=notification, reason=reason, headers=headers)
+
+    async def move(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], *, exchange: str, routing_key: str
+    ) -> bool:
+        """Publish the unchanged body elsewhere, confirmed, then ack the original.
+
+        While RabbitMQ does not take the copy, the original stays held (unacked) and
+        the move is tried again; False only when the original's channel is gone,
+        and RabbitMQ has then given it back to the queue itself.
+        """
+        wait = MOVE_RETRY_FIRST
+        while True:
+            try:
+                await self.publisher.publish(
+                    message.body,
+                    message_id=message.message_id or "",
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    headers=headers,
+                )
+                break
+            except BrokerUnavailable as exc:
+                if _channel_gone(message):
+                    log.warning("could not move %s (%s); RabbitMQ gives it back to the queue",
+                                message.message_id, exc)
+                    return False
+                if not self._moves_stuck:
+                    self._moves_stuck = True
+                    log.warning("RabbitMQ does not take moved messages (%s); they stay held and are "
+                                "tried again every %g-%g s", exc, MOVE_RETRY_FIRST, MOVE_RETRY_MAX)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MOVE_RETRY_MAX)
+        if self._moves_stuck:
+            self._moves_stuck = False
+            log.warning("RabbitMQ takes moved messages again")
+        await message.ack()
+        return True
+
+
+def _channel_gone(message: AbstractIncomingMessage) -> bool:
+    """The channel the message came on is closed: RabbitMQ has taken it back."""
+    try:
+        return message.channel.is_closed
+    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's way of saying "closed"
+        return True
