@@ -143,6 +143,15 @@ def _precondition_text(exc: Exception) -> str:
     )
 
 
+def header_int(headers: Mapping[str, Any] | None, name: str) -> int:
+    """An integer header such as `x-attempts`; 0 when absent or not a number."""
+    value = (headers or {}).get(name)
+    try:
+        return int(value) if isinstance(value, (int, float, str)) else 0
+    except ValueError:
+        return 0
+
+
 def persistent_message(
     body: bytes, *, message_id: str, headers: Mapping[str, Any] | None = None
 ) -> aio_pika.Message:
@@ -327,7 +336,7 @@ class Broker:
             try:
                 queue = await channel.declare_queue(name, passive=True)
                 result = queue.declaration_result
-                depths[name] = (int(result.message_count), int(result.consumer_count))
+                depths[name] = (result.message_count or 0, result.consumer_count or 0)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 depths[name] = None
             finally:

@@ -72,7 +72,7 @@ class IdempotentRequest:
         self.lease = lease
 
     def _record(self, state: str, answer: dict[str, Any]) -> str:
-        record = {"state": state, "fingerprint": self.fingerprint, "answer": answer}
+        record: dict[str, Any] = {"state": state, "fingerprint": self.fingerprint, "answer": answer}
         if state == "pending":
             record["until"] = time.time() + self.lease
         return json.dumps(record)

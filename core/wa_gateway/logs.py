@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -42,7 +42,7 @@ class Masker:
     def mask(self, text: str) -> str:
         return mask_phone_numbers(self._redact(text))
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event_dict.items():
             if isinstance(value, str):
                 event_dict[key] = self.mask(value)

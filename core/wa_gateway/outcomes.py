@@ -16,7 +16,7 @@ from typing import Any
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
-from .broker import BrokerUnavailable, Publisher, Topology
+from .broker import BrokerUnavailable, Publisher, Topology, header_int
 from .metrics import Metrics
 from .models import DeliveryStatus, Notification
 from .observers import Observers
@@ -37,7 +37,7 @@ def now() -> datetime:
 
 def attempts_of(message: AbstractIncomingMessage) -> int:
     """Sends attempted before this delivery (each retry tier counts one)."""
-    return int((message.headers or {}).get("x-attempts", 0) or 0)
+    return header_int(message.headers, "x-attempts")
 
 
 class Outcomes:
@@ -130,7 +130,7 @@ class Outcomes:
         """`kind` (unparseable, permanent, exhausted) is the bounded label for metrics;
         the full reason goes in the headers."""
         headers = dict(message.headers or {}) if headers is None else headers
-        attempts = int(headers.get("x-attempts", 0) or 0)
+        attempts = header_int(headers, "x-attempts")
         headers.update({
             "x-error": reason[:1000],
             "x-attempts": attempts,

@@ -235,7 +235,7 @@ class RedisStore:
         while not await self._call(self._redis.set(redis_key, value, nx=True, ex=int(ttl))):
             bound = await self._call(self._redis.get(redis_key))
             if bound is not None:
-                return bound.decode()
+                return _text(bound)
             # released or expired between the two calls: try to claim again
         return None
 
@@ -248,7 +248,7 @@ class RedisStore:
 
     async def get_claim(self, key: str) -> str | None:
         bound = await self._call(self._redis.get(self._claim_key(key)))
-        return None if bound is None else bound.decode()
+        return None if bound is None else _text(bound)
 
     async def release(self, key: str) -> None:
         await self._call(self._redis.delete(self._claim_key(key)))
@@ -258,7 +258,7 @@ class RedisStore:
 
     async def get_breakers(self) -> dict[str, dict[str, Any]]:
         raw = await self._call(self._redis.hgetall(f"{self.prefix}:breakers"))
-        return {name.decode(): json.loads(value) for name, value in raw.items()}
+        return {_text(name): json.loads(value) for name, value in raw.items()}
 
     async def ping(self) -> None:
         await self._call(asyncio.wait_for(self._redis.ping(), 5))
@@ -268,6 +268,10 @@ class RedisStore:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
         await self._redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def make_store(redis_url: str | None, prefix: str = "wa", *, keep_status: bool = True) -> Store:
