@@ -74,7 +74,8 @@ def _provider_names(venv: Path) -> set[str]:
 def test_core_wheel_contains_no_provider_plugin(core_wheel: Path) -> None:
     names = zipfile.ZipFile(core_wheel).namelist()
     assert "wa_gateway/__init__.py" in names
-    assert "wa_gateway/testing.py" in names
+    kit = ("__init__", "conformance", "fake_api", "messages")
+    assert {f"wa_gateway/testing/{module}.py" for module in kit} <= set(names)
     leaked = [name for name in names if name.split("/")[0] in PLUGIN_PACKAGES]
     assert leaked == []
 

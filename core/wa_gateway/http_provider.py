@@ -5,14 +5,13 @@ answers and error codes.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import functools
 import json
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -25,9 +24,6 @@ from .provider import (
     TransientError,
 )
 from .redaction import redact
-
-if TYPE_CHECKING:
-    from .models import Notification
 
 _SNIPPET_LENGTH = 200
 _WHITESPACE = re.compile(r"\s+")
@@ -166,16 +162,6 @@ class HttpProvider(Provider):
         (only values long enough to be secrets; see wa_gateway.redaction)."""
         return redact(text, self.secrets)
 
-    def check_servable(self, message: Notification) -> None:
-        """Refuse, as PermanentError, what the capabilities exclude.
-
-        The gateway answers 422 for these before queueing; this guards messages queued
-        while another provider was configured, so they die at once instead of retrying.
-        """
-        refusal = self.capabilities.refusal(message.target.kind, message.text)
-        if refusal:
-            raise PermanentError(f"the {self.name} provider {refusal}")
-
     def failure(
         self,
         answer: HttpAnswer,
@@ -245,7 +231,7 @@ class HttpProvider(Provider):
             ) as response:
                 text = await response.text(encoding="utf-8", errors="replace")
                 return HttpAnswer(response.status, dict(response.headers), text)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             if progress.sent:
                 raise TransientError(
                     f"{self.name}: no answer within the timeout"

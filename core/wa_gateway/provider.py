@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can serve; the gateway refuses (422) what it cannot."""
+    """What a provider can serve: the one check of it. The gateway refuses (422) what
+    it cannot, and the worker dead-letters a message queued under another configuration
+    without calling `send`."""
 
     groups: bool
     max_text_length: int
@@ -140,7 +142,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, message: Notification) -> Receipt:
-        """Deliver one message, or raise TransientError / PermanentError."""
+        """Deliver one message, or raise TransientError / PermanentError.
+
+        Called only with messages `capabilities` allow: no need to check them again.
+        """
 
     async def close(self) -> None:
         """Release connections; called once when the process stops."""

@@ -25,6 +25,7 @@ from wa_gateway.testing import (
     FakeProviderApi,
     ProviderConformance,
     RecordedRequest,
+    group_message,
     phone_message,
 )
 from wa_gateway_meta import MetaProvider
@@ -96,6 +97,10 @@ class TestMetaConformance(ProviderConformance):
     success = Answer(200, SUCCESS)
     success_message_id = WAMID
     required_settings = ("WA_API_KEY", "META_PHONE_NUMBER_ID")
+    rejected_messages = (
+        group_message(),  # a '…@g.us' id is no recipient of the Cloud API
+        phone_message(text="x" * 4097),  # text.body holds at most 4096 characters
+    )
     transient_cases = (
         case(Answer(400, RATE_LIMIT_HIT), message="(#130429) Rate limit hit"),
         case(Answer(429, RATE_LIMIT_HIT)),

@@ -27,6 +27,7 @@ from wa_gateway.testing import (
     FakeProviderApi,
     ProviderConformance,
     RecordedRequest,
+    group_message,
     phone_message,
 )
 from wa_gateway_twilio import TwilioProvider
@@ -84,6 +85,10 @@ class TestTwilioConformance(ProviderConformance):
     success = Answer(201, SUCCESS)
     success_message_id = MESSAGE_SID
     required_settings = ("WA_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_FROM")
+    rejected_messages = (
+        group_message(),  # no WhatsApp groups through Twilio
+        phone_message(text="x" * 1601),  # error 21617: Body holds at most 1600 characters
+    )
     transient_cases = (
         case(twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": "2"}), retry_after=2),
         case(twilio_error(500, 20500, "An internal server error has occurred")),

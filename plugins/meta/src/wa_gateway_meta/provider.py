@@ -52,7 +52,6 @@ class MetaProvider(HttpProvider):
         self.default_api_url = f"https://graph.facebook.com/{version}"
 
     async def send(self, message: Notification) -> Receipt:
-        self.check_servable(message)
         payload = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",

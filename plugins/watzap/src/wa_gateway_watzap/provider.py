@@ -38,7 +38,6 @@ class WatzapProvider(HttpProvider):
         return (self.api_key, self.number_key)
 
     async def send(self, message: Notification) -> Receipt:
-        self.check_servable(message)
         target = message.target
         if target.kind == "group":
             endpoint, recipient = "send_message_group", {"group_id": target.address}

@@ -1,41 +1,33 @@
-"""Test kit for provider plugins: a scriptable fake provider API and a conformance suite.
+"""The conformance suite every provider plugin's tests subclass: `ProviderConformance`.
 
-A provider author subclasses `ProviderConformance` in their own tests and gets the
-checks every provider must pass: it registers through its entry point, declares
-capabilities, returns a receipt, classifies errors, gives up within its timeout and
-releases its connections. `FakeProviderApi` stands in for the provider's API on
-127.0.0.1 and records every request, so a test can assert the exact wire format.
-
-Needs pytest and pytest-asyncio (pytest-aiohttp brings both).
+It checks what the worker relies on: the plugin registers through its entry point,
+declares capabilities that refuse what its API rejects, returns a receipt, classifies
+errors keeping the provider's words, gives up within its timeout and releases its
+connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import gc
-import json
 import math
 import re
-import socket
 import time
 import warnings
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import RawTestServer
-from multidict import CIMultiDictProxy
 
-from .models import Notification, Target
-from .plugins import make_plugin_manager
-from .provider import (
+from ..delivery import Delivery, Outcome, Route, Sent, Unservable
+from ..metrics import Metrics
+from ..models import Notification
+from ..pacing import RateLimiter
+from ..plugins import make_plugin_manager
+from ..provider import (
     Capabilities,
     PermanentError,
     Provider,
@@ -45,156 +37,9 @@ from .provider import (
     Receipt,
     TransientError,
 )
-
-__all__ = [
-    "NEVER",
-    "SAMPLE_GROUP",
-    "SAMPLE_PHONE",
-    "SAMPLE_TEXT",
-    "Answer",
-    "ErrorCase",
-    "FakeProviderApi",
-    "ProviderConformance",
-    "RecordedRequest",
-    "group_message",
-    "phone_message",
-]
-
-SAMPLE_TEXT = "🆕 *REQUEST BARU*\nID: 42\nOleh: Budi Śantoso"
-"""Emoji, WhatsApp markup, a newline and a non-ASCII letter: what breaks encodings."""
-SAMPLE_PHONE = "+6281234567890"
-SAMPLE_GROUP = "120363195657916590@g.us"
-NEVER = math.inf
-"""An `Answer.delay` for a server that accepts the request and never answers."""
-
-
-def phone_message(
-    address: str = SAMPLE_PHONE, text: str = SAMPLE_TEXT, *, id: str = "msg-1"
-) -> Notification:
-    return Notification(id=id, to=address, target=Target(kind="phone", address=address), text=text)
-
-
-def group_message(
-    address: str = SAMPLE_GROUP, text: str = SAMPLE_TEXT, *, id: str = "msg-1"
-) -> Notification:
-    return Notification(id=id, to=address, target=Target(kind="group", address=address), text=text)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One scripted answer: a dict or list body is sent as JSON, str as text, bytes as is."""
-
-    status: int = 200
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    """Seconds to wait before answering; NEVER waits until the server closes."""
-
-    def response(self) -> web.Response:
-        if self.body is None:
-            payload, content_type = b"", "text/plain"
-        elif isinstance(self.body, bytes):
-            payload, content_type = self.body, "application/octet-stream"
-        elif isinstance(self.body, str):
-            payload, content_type = self.body.encode(), "text/plain; charset=utf-8"
-        else:
-            payload = json.dumps(self.body, ensure_ascii=False).encode()
-            content_type = "application/json; charset=utf-8"
-        headers = {"Content-Type": content_type, **self.headers}
-        return web.Response(status=self.status, body=payload, headers=headers)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """A request exactly as the fake API received it."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    peer: tuple[str, int]
-    """The client's address and port: equal for requests sent over one connection."""
-
-    @property
-    def content_type(self) -> str:
-        """The media type without parameters, e.g. 'application/json'."""
-        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-
-    def json(self) -> Any:
-        """The body as UTF-8 JSON; raises when it is not."""
-        return json.loads(self.body.decode("utf-8"))
-
-    def form(self) -> dict[str, str]:
-        """The url-encoded body as a dict; raises on a malformed body or a repeated field."""
-        pairs = parse_qsl(
-            self.body.decode("ascii"),
-            keep_blank_values=True,
-            strict_parsing=bool(self.body),
-            encoding="utf-8",
-            errors="strict",
-        )
-        form = dict(pairs)
-        assert len(form) == len(pairs), f"repeated form fields: {pairs}"
-        return form
-
-
-class FakeProviderApi:
-    """A local HTTP server standing in for a provider's API; use it with `async with`.
-
-    Each request gets the next answer of the script (`FakeProviderApi(*answers)`,
-    `api.script(*answers)`), then `default` once the script is used up.
-    """
-
-    def __init__(self, *script: Answer, default: Answer = Answer(200, {})) -> None:
-        self.default = default
-        self.requests: list[RecordedRequest] = []
-        self._script: deque[Answer] = deque(script)
-        self._closing = asyncio.Event()
-        self._server = RawTestServer(self._handle, host="127.0.0.1")
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. http://127.0.0.1:41234 (no trailing slash)."""
-        return str(self._server.make_url("")).rstrip("/")
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._server.handler.connections)
-
-    def script(self, *answers: Answer) -> None:
-        self._script.extend(answers)
-
-    async def __aenter__(self) -> Self:
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._closing.set()  # release requests waiting on a delay so shutdown is quick
-        await self._server.close()
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body = await request.read()
-        peername = request.transport.get_extra_info("peername") if request.transport else None
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=request.headers,
-                body=body,
-                peer=tuple(peername[:2]) if peername else ("", 0),
-            )
-        )
-        answer = self._script.popleft() if self._script else self.default
-        if answer.delay:
-            timeout = None if math.isinf(answer.delay) else answer.delay
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout)
-        return answer.response()
+from ..resilience import CircuitBreaker
+from .fake_api import NEVER, Answer, FakeProviderApi, RecordedRequest, closed_port
+from .messages import SAMPLE_TEXT, group_message, phone_message
 
 
 @dataclass(frozen=True)
@@ -223,13 +68,6 @@ SHORT_TIMEOUT = 0.5
 """The total timeout the timeout checks configure, in seconds."""
 
 
-def closed_port() -> int:
-    """A local port nobody listens on, so connecting to it is refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -245,6 +83,11 @@ class ProviderConformance:
     Set the class attributes and `make_config`; override `check_request` to assert the
     exact wire format (it runs on every request these checks send). Your own tests in
     the subclass can use the `api`, `config` and `provider` fixtures too.
+
+    `send()` never checks whether it can serve a message: the gateway (422) and the
+    worker (a dead letter, before any request) refuse what the declared capabilities
+    exclude. So these checks hold the capabilities to the API: what they let through
+    goes out whole, and what they exclude (and `rejected_messages`) never reaches it.
     """
 
     provider_name: ClassVar[str]
@@ -259,6 +102,9 @@ class ProviderConformance:
     """Variables without which the provider must refuse to start, naming the variable."""
     secret_settings: ClassVar[Sequence[str]] = ()
     """Variables besides WA_API_KEY whose values must never appear in an error."""
+    rejected_messages: ClassVar[Sequence[Notification]] = ()
+    """Messages the provider's API rejects whatever the moment (a group where it has no
+    groups, a text over its limit): the declared capabilities must refuse each one."""
 
     def make_config(self, api_url: str) -> ProviderConfig:
         """A complete, valid configuration whose base URL is `api_url` (the fake API)."""
@@ -341,6 +187,21 @@ class ProviderConformance:
         self.check_requests(api, message, count=1)
         return error
 
+    async def deliver(self, provider: Provider, message: Notification) -> Outcome:
+        """The worker's delivery of `message`, with `provider` as its only route."""
+        route = Route(provider, CircuitBreaker(provider.name), RateLimiter(math.inf))
+        return await Delivery(route, None, Metrics()).deliver(message, attempts=0)
+
+    async def expect_refused(
+        self, provider: Provider, api: FakeProviderApi, message: Notification, why: str
+    ) -> None:
+        """The run-time check refuses `message` (a dead letter) without a request."""
+        what = f"a {message.target.kind} message of {len(message.text)} characters"
+        outcome = await self.deliver(provider, message)
+        assert isinstance(outcome, Unservable), f"{what} ({why}) was not refused: {outcome!r}"
+        assert outcome.provider == self.provider_name
+        assert api.requests == [], f"sent {what} ({why})"
+
     # -- the checks -----------------------------------------------------------------
 
     def test_registers_through_its_entry_point(self) -> None:
@@ -413,18 +274,35 @@ class ProviderConformance:
                 assert isinstance(await provider.send(message), Receipt)
                 self.check_requests(api, message, count=1)
             else:
-                with pytest.raises(PermanentError):
-                    await provider.send(message)
-                assert api.requests == [], "sent a message it declares it cannot serve"
+                await self.expect_refused(
+                    provider, api, message, "a target kind it declares it cannot serve"
+                )
+
+    @pytest.mark.asyncio
+    async def test_sends_a_text_at_its_limit_whole(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        limit = provider.capabilities.max_text_length
+        text = (SAMPLE_TEXT * (limit // len(SAMPLE_TEXT) + 1))[:limit]
+        message = self.make_message().model_copy(update={"text": text})
+        outcome = await self.deliver(provider, message)
+        assert isinstance(outcome, Sent), f"a text of {limit} characters was not sent: {outcome!r}"
+        self.check_requests(api, message, count=1)
 
     @pytest.mark.asyncio
     async def test_refuses_text_over_its_limit(
         self, provider: Provider, api: FakeProviderApi
     ) -> None:
         limit = provider.capabilities.max_text_length
-        with pytest.raises(PermanentError):
-            await provider.send(phone_message(text="x" * (limit + 1)))
-        assert api.requests == []
+        message = self.make_message().model_copy(update={"text": "x" * (limit + 1)})
+        await self.expect_refused(provider, api, message, f"its limit is {limit}")
+
+    @pytest.mark.asyncio
+    async def test_capabilities_refuse_what_its_api_rejects(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        for message in self.rejected_messages:
+            await self.expect_refused(provider, api, message, "its API rejects it")
 
     @pytest.mark.asyncio
     async def test_silent_server_is_transient_within_the_total_timeout(
