@@ -11,7 +11,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
-from .gateway import BODY_TIMEOUT, MAX_BODY
+from .http_body import BODY_TIMEOUT, MAX_BODY
 from .models import DeliveryStatus, ErrorAnswer, NotifyRequest, Queued
 
 _REF = "#/components/schemas/{model}"
