@@ -39,6 +39,7 @@ CASES = {
     "providers_bad_setting": Case(("providers",), {"GATEWAY_PORT": "abc"}),
     "purge_without_yes": Case(("dlq", "purge")),
     "replay_without_ids": Case(("dlq", "replay")),
+    "dlq_unknown_provider": Case(("dlq", "list"), {"WA_PROVIDER": "nope"}),
     "send_unknown_alias": Case(("send", "--to", "nope", "--text", "hi")),
     "usage_send_without_text": Case(("send", "--to", "x")),
 }
@@ -167,6 +168,13 @@ def test_dlq_replay_without_ids_or_all_is_a_one_line_error(
 ) -> None:
     line = error_line(results["replay_without_ids"])
     assert "--id" in line and "--all" in line
+
+
+def test_dlq_with_an_unknown_provider_is_one_line_naming_it(
+    results: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    line = only_stderr_line(results["dlq_unknown_provider"])
+    assert "WA_PROVIDER" in line and "'nope'" in line
 
 
 def test_send_to_an_unknown_alias_is_one_line_about_the_alias(

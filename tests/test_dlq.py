@@ -8,7 +8,7 @@ import os
 import sys
 
 from wa_gateway.broker import DELIVERY_LIMIT
-from wa_gateway.dlq import list_dead, purge, replay
+from wa_gateway.commands.dlq import list_dead, purge, replay
 from wa_gateway.provider import PermanentError
 
 from .conftest import AMQP_URL, LOGISTIC, get_all, queue_size, wait_for

@@ -7,6 +7,7 @@ validation (hook names, argument names) checks the docs too.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import logging
 import re
@@ -14,8 +15,9 @@ import types
 from pathlib import Path
 
 import pytest
-from wa_gateway import Capabilities, Receipt, hookspecs
+from wa_gateway import Capabilities, Receipt, UserError, hookspecs
 from wa_gateway.plugins import make_plugin_manager
+from wa_gateway.settings import load_settings
 from wa_gateway.testing import phone_message
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "hooks.md"
@@ -91,6 +93,27 @@ def test_register_providers_example_adds_a_provider() -> None:
     added = set(plugins.providers) - set(make_plugin_manager(load_entry_points=False).providers)
     assert len(added) == 1
     assert isinstance(plugins.capabilities(added.pop()), Capabilities)
+
+
+def test_register_commands_example_adds_a_command_that_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plugins = make_plugin_manager(
+        load_entry_points=False, extra_plugins=[load_example("register_commands")]
+    )
+    parser = argparse.ArgumentParser(prog="wa-gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plugins.add_commands(commands)
+    assert plugins.problems == []
+    added = set(commands.choices) - {"providers", "events", "status", "dlq"}
+    assert len(added) == 1
+    name = added.pop()
+    args = parser.parse_args([name])
+    assert args.handler(load_settings(None), args) == 0
+    assert capsys.readouterr().out.strip()
+    args = parser.parse_args([name, "--name", " "])  # the example refuses an empty name
+    with pytest.raises(UserError):
+        args.handler(load_settings(None), args)
 
 
 def test_observer_examples_run_with_what_the_worker_passes(

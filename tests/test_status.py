@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from wa_gateway.commands.status import collect, render
 from wa_gateway.provider import TransientError
 from wa_gateway.services import Services
-from wa_gateway.status import collect, render
 
 from .conftest import finish, output, spawn, wait_for
 

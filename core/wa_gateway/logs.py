@@ -49,6 +49,12 @@ class Masker:
         return event_dict
 
 
+CONNECTION_LOGGERS = ("aio_pika", "aiormq", "wa_gateway.broker", "wa_gateway.store")
+"""Loggers that report RabbitMQ and Redis trouble as it happens (aiormq at ERROR): what a
+process that runs on should show, and noise for a one-shot command, which reports the
+trouble in its one error line."""
+
+
 def configure_logging(
     *,
     verbose: bool = False,
@@ -58,7 +64,8 @@ def configure_logging(
 ) -> None:
     """JSON when stderr is not a terminal (or when asked), console lines when it is.
 
-    `quiet` (one-shot commands such as `dlq list`) shows warnings and errors only.
+    `quiet` (one-shot commands such as `dlq list`) shows warnings and errors only, and
+    nothing of CONNECTION_LOGGERS unless `verbose`: the command's error says it all.
     """
     if json_output is None:
         json_output = not sys.stderr.isatty()
@@ -90,6 +97,13 @@ def configure_logging(
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("aio_pika", "aiormq", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet and not verbose:
+        for name in CONNECTION_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    else:  # a second call (tests) must not leave them silenced
+        for name in CONNECTION_LOGGERS:
+            if name.startswith("wa_gateway."):
+                logging.getLogger(name).setLevel(logging.NOTSET)
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedRequests) for f in server_log.filters):
         server_log.addFilter(MalformedRequests())

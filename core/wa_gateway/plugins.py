@@ -6,6 +6,7 @@ asks for (`load_entry_points=False` sees none of the machine's installed plugins
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 from collections.abc import Callable, Iterable
@@ -22,7 +23,14 @@ from .provider import Capabilities, Provider, ProviderConfig
 log = logging.getLogger(__name__)
 
 PROJECT = "wa_gateway"
-DEFAULT_PLUGINS = ("wa_gateway.providers.log", "wa_gateway.providers.fake")
+DEFAULT_PLUGINS = (
+    "wa_gateway.providers.log",
+    "wa_gateway.providers.fake",
+    "wa_gateway.commands.providers",
+    "wa_gateway.commands.events",
+    "wa_gateway.commands.status",
+    "wa_gateway.commands.dlq",
+)
 
 ProviderFactory = Callable[[ProviderConfig], Provider]
 
@@ -56,6 +64,16 @@ class PluginSet:
         """Build the named provider; ProviderConfigError says what setting is missing."""
         return self.factory(name)(config)
 
+    def add_commands(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Call every register_commands hook, in registration order (built-ins first);
+        a plugin whose hook fails (a name already taken, an exception) is reported by
+        name and the others' commands still count."""
+        for impl in self.manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(commands=commands)
+            except Exception as exc:  # noqa: BLE001 - report the plugin by name, keep the others
+                _problem(self, f"{impl.plugin_name}: register_commands failed ({exc})")
+
 
 def make_plugin_manager(
     *,
@@ -72,7 +90,7 @@ def make_plugin_manager(
         for entry_point in entry_points(group=PROJECT):
             try:
                 plugin = entry_point.load()
-            except Exception as exc:  # a plugin's import error must not kill the gateway
+            except Exception as exc:  # noqa: BLE001 - a plugin's import error must not kill the gateway
                 _problem(plugins, f"{entry_point.name}: cannot import {entry_point.value} ({exc})")
                 continue
             _register(plugins, plugin, entry_point.name)
@@ -137,5 +155,5 @@ def _collect_providers(plugins: PluginSet) -> None:
 
         try:
             impl.function(register=register)
-        except Exception as exc:  # report the plugin by name, keep the others
+        except Exception as exc:  # noqa: BLE001 - report the plugin by name, keep the others
             _problem(plugins, f"{source}: register_providers failed ({exc})")

@@ -17,14 +17,11 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .errors import ConfigError  # raised here; `from wa_gateway.settings import ConfigError` works
 from .provider import ProviderConfig
 from .targets import is_group_id
 
 _ALIAS_VARIABLE = re.compile(r"^WA_GROUP_([A-Z0-9_]+)_ID$", re.IGNORECASE)
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message is one line an operator can act on."""
 
 
 class Settings(BaseSettings):

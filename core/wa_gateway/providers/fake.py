@@ -8,11 +8,17 @@ messages still go to WA_LOG_OUTBOX, which is what tests and benchmarks count.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
 
-from ..hookspecs import hookimpl
-from ..models import Notification
-from ..provider import ProviderConfig, ProviderConfigError, Receipt
+from wa_gateway import (
+    Notification,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    Receipt,
+    hookimpl,
+)
+
 from .log import LogProvider
 from .outbox import Outbox
 
@@ -36,5 +42,5 @@ class FakeProvider(LogProvider):
 
 
 @hookimpl
-def register_providers(register: Any) -> None:
+def register_providers(register: Callable[[str, type[Provider]], None]) -> None:
     register("fake", FakeProvider)

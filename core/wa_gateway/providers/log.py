@@ -7,11 +7,10 @@ also appends the line to that file, which is what the end-to-end tests read.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
-from ..hookspecs import hookimpl
-from ..models import Notification
-from ..provider import Capabilities, Provider, ProviderConfig, Receipt
+from wa_gateway import Capabilities, Notification, Provider, ProviderConfig, Receipt, hookimpl
+
 from .outbox import Outbox
 
 log = logging.getLogger("wa_gateway.outbox")
@@ -38,5 +37,5 @@ class LogProvider(Provider):
 
 
 @hookimpl
-def register_providers(register: Any) -> None:
+def register_providers(register: Callable[[str, type[Provider]], None]) -> None:
     register("log", LogProvider)

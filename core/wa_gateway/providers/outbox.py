@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from ..models import Notification
+from wa_gateway import Notification
 
 
 class Outbox:
@@ -28,7 +28,7 @@ class Outbox:
             "target": message.target.address,
             "text": message.text,
             "provider": provider,
-            "time": datetime.now(timezone.utc).isoformat(),
+            "time": datetime.now(UTC).isoformat(),
         }
 
     @staticmethod

@@ -18,11 +18,12 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from .broker import BrokerUnavailable
-from .models import DeliveryStatus
-from .plugins import make_plugin_manager
-from .services import Services
-from .settings import Settings
+from ..errors import UserError
+from ..hookspecs import hookimpl
+from ..models import DeliveryStatus
+from ..services import Services
+from ..settings import Settings
+from .connect import command_services, connected_or_fail
 
 REASON_HEADERS = ("x-attempts", "x-error", "x-last-error", "x-provider", "x-provider-status",
                   "x-provider-code", "x-first-failed-at", "x-dead-at", "x-death")
@@ -64,10 +65,6 @@ def _death_reason(headers: dict[str, Any]) -> str:
 @contextlib.asynccontextmanager
 async def _dead_messages(services: Services) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]]]:
     """Every message of the dead queue, unacked; the ones not acked go back on exit."""
-    try:
-        await services.broker.wait_connected(timeout=10)
-    except asyncio.TimeoutError:
-        raise BrokerUnavailable("RabbitMQ did not answer within 10 s") from None
     channel = await services.broker.channel()
     try:
         queue = await channel.declare_queue(services.topology.dead, durable=True)
@@ -80,14 +77,14 @@ async def _dead_messages(services: Services) -> AsyncIterator[tuple[AbstractChan
 
 
 async def list_dead(services: Services) -> list[DeadMessage]:
-    async with services.opened(), _dead_messages(services) as (_, messages):
+    async with connected_or_fail(services), _dead_messages(services) as (_, messages):
         return [DeadMessage.read(m) for m in messages]
 
 
 async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> list[DeadMessage]:
     """Send dead messages back to the work queue with their attempts reset."""
     replayed = []
-    async with services.opened(), _dead_messages(services) as (_, messages):
+    async with connected_or_fail(services), _dead_messages(services) as (_, messages):
         for message in messages:
             if ids is not None and message.message_id not in ids:
                 continue
@@ -110,8 +107,7 @@ async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> 
 
 
 async def purge(services: Services) -> int:
-    async with services.opened():
-        await services.broker.wait_connected(timeout=10)
+    async with connected_or_fail(services):
         channel = await services.broker.channel()
         try:
             queue = await channel.declare_queue(services.topology.dead, durable=True)
@@ -131,40 +127,32 @@ def table(messages: list[DeadMessage]) -> str:
     )
 
 
-def _services(settings: Settings) -> Services:
-    return Services(settings, make_plugin_manager(), connection_name="wa-gateway dlq")
-
-
 def handle(settings: Settings, args: argparse.Namespace) -> int:
-    from .cli import UserError
-
-    services = _services(settings)
-    try:
-        if args.dlq_command == "list":
-            messages = asyncio.run(list_dead(services))
-            print(table(messages) if messages else f"{services.topology.dead} is empty")
-        elif args.dlq_command == "replay":
-            if not args.all and not args.id:
-                raise UserError("say which messages: --id ID (repeatable) or --all")
-            ids = None if args.all else set(args.id)
-            done = asyncio.run(replay(services, ids, dry_run=args.dry_run))
-            verb = "would replay" if args.dry_run else "replayed"
-            print(f"{verb} {len(done)} message(s)")
-            for m in done:
-                print(f"  {m.id}  {m.target}  ({m.reason})")
-            missing = (ids or set()) - {m.id for m in done}
-            if missing:
-                raise UserError(f"not in {services.topology.dead}: {', '.join(sorted(missing))}")
-        elif args.dlq_command == "purge":
-            if not args.yes:
-                raise UserError("purge deletes every dead message for good; add --yes to do it")
-            print(f"purged {asyncio.run(purge(services))} message(s)")
-    except BrokerUnavailable as exc:
-        raise UserError(str(exc)) from None
+    if args.dlq_command == "replay" and not args.all and not args.id:
+        raise UserError("say which messages: --id ID (repeatable) or --all")
+    if args.dlq_command == "purge" and not args.yes:
+        raise UserError("purge deletes every dead message for good; add --yes to do it")
+    services = command_services(settings, args.plugins, "wa-gateway dlq")
+    if args.dlq_command == "list":
+        messages = asyncio.run(list_dead(services))
+        print(table(messages) if messages else f"{services.topology.dead} is empty")
+    elif args.dlq_command == "replay":
+        ids = None if args.all else set(args.id)
+        done = asyncio.run(replay(services, ids, dry_run=args.dry_run))
+        verb = "would replay" if args.dry_run else "replayed"
+        print(f"{verb} {len(done)} message(s)")
+        for m in done:
+            print(f"  {m.id}  {m.target}  ({m.reason})")
+        missing = (ids or set()) - {m.id for m in done}
+        if missing:
+            raise UserError(f"not in {services.topology.dead}: {', '.join(sorted(missing))}")
+    elif args.dlq_command == "purge":
+        print(f"purged {asyncio.run(purge(services))} message(s)")
     return 0
 
 
-def add_parser(commands: Any) -> None:
+@hookimpl
+def register_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="list, replay or purge dead messages")
     dlq.set_defaults(handler=handle)
     sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")

@@ -7,14 +7,14 @@ import argparse
 import asyncio
 from typing import Any
 
-from .plugins import make_plugin_manager
-from .services import Services
-from .settings import Settings
+from ..hookspecs import hookimpl
+from ..services import Services
+from ..settings import Settings
+from .connect import command_services, connected_or_fail
 
 
 async def collect(services: Services) -> dict[str, Any]:
-    async with services.opened():
-        await services.broker.wait_connected(timeout=10, give_up_if_refused=True)
+    async with connected_or_fail(services):
         depths = await services.queue_depths()
         breakers = await services.store.get_breakers()
     return {"queues": depths, "breakers": breakers}
@@ -38,16 +38,12 @@ def render(report: dict[str, Any]) -> str:
 
 
 def handle(settings: Settings, args: argparse.Namespace) -> int:
-    from .cli import UserError
-
-    services = Services(settings, make_plugin_manager(), connection_name="wa-gateway status")
-    try:
-        print(render(asyncio.run(collect(services))))
-    except asyncio.TimeoutError:
-        raise UserError("RabbitMQ did not answer within 10 s") from None
+    services = command_services(settings, args.plugins, "wa-gateway status")
+    print(render(asyncio.run(collect(services))))
     return 0
 
 
-def add_parser(commands: Any) -> None:
+@hookimpl
+def register_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("status", help="queue depths and circuit breakers")
     parser.set_defaults(handler=handle)
