@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from .broker import BrokerUnavailable, TopologyMismatch
+from .broker import TopologyMismatch
+from .commands.connect import connected_or_fail
+from .compose import InvalidNotification, build_notifications, parse_request
+from .errors import UserError
 from .events import EventsFileError
-from .gateway import (
-    SERVER_OPTIONS,
-    STOPPING,
-    ApiError,
-    build_notifications,
-    describe,
-    make_app,
-    make_probe_app,
-)
+from .gateway import SERVER_OPTIONS, STOPPING, make_app, make_probe_app
 from .http_server import GatewayRunner, Limits, raise_fd_limit
 from .logs import configure_logging
-from .models import NotifyRequest
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Provider, ProviderConfigError
 from .services import Services
@@ -36,9 +30,9 @@ from .worker import Worker
 
 log = logging.getLogger("wa_gateway")
 
-
-class UserError(Exception):
-    """Shown as `wa-gateway: error: <message>` with exit status 2, no traceback."""
+LONG_RUNNING = ("serve", "worker", "run")
+"""Commands that run until stopped and log as they go. Every other command is one-shot:
+it logs warnings only, and a failure is its one error line."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -152,7 +146,7 @@ healthy connection cleanly, short enough that a stalled one cannot hold the exit
 async def _bounded(step: Awaitable[object], timeout: float, what: str) -> None:
     try:
         await asyncio.wait_for(step, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s did not stop within the shutdown timeout; going on", what)
 
 
@@ -181,104 +175,68 @@ async def _watch_broker(services: Services, stop: asyncio.Event, failure: list[B
         stop.set()
 
 
-async def send_one(settings: Settings, to: str, text: str) -> str:
-    plugins = make_plugin_manager()
+async def send_one(settings: Settings, to: str, text: str, plugins: PluginSet | None = None) -> str:
+    plugins = plugins if plugins is not None else make_plugin_manager()
     services = _services(settings, plugins, "wa-gateway send")
     try:
-        [notification] = build_notifications(services, NotifyRequest(to=to, text=text))
-    except ApiError as exc:
-        raise UserError(exc.detail) from None
-    except ValidationError as exc:
-        raise UserError(describe(exc)) from None
-    async with services.opened():
-        try:
-            await services.broker.wait_connected(timeout=10)
-        except asyncio.TimeoutError:
-            raise UserError(f"RabbitMQ at {_safe_url(settings.amqp_url)} did not answer within 10 s") from None
-        except TopologyMismatch as exc:
-            raise UserError(str(exc)) from None
-        try:
-            await services.publisher.publish_notification(notification)
-        except BrokerUnavailable as exc:
-            raise UserError(str(exc)) from None
+        [notification] = build_notifications(services, parse_request({"to": to, "text": text}))
+    except InvalidNotification as exc:
+        raise UserError(str(exc)) from None
+    async with connected_or_fail(services):
+        await services.publisher.publish_notification(notification)
     return notification.id
 
 
-def _safe_url(url: str) -> str:
-    """The AMQP URL without its password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+def _global_options() -> argparse.ArgumentParser:
+    """The options before the command; read first, because logging (and so the plugin
+    manager, which logs broken plugins) is set up before the command line is parsed."""
+    options = argparse.ArgumentParser(prog="wa-gateway", add_help=False)
+    options.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    options.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    options.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    return options
 
 
-def providers_table(plugins: PluginSet, configured: str | None = None) -> str:
-    rows = [("provider", "groups", "max text", "send rate/s", "")]
-    for name in sorted(plugins.providers):
-        caps = plugins.capabilities(name)
-        rate = "unlimited" if caps.send_rate == float("inf") else f"{caps.send_rate:g}"
-        rows.append((name, "yes" if caps.groups else "no", str(caps.max_text_length), rate,
-                     "(configured)" if name == configured else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    for problem in plugins.problems:
-        lines.append(f"broken plugin: {problem}")
-    return "\n".join(lines)
-
-
-def events_table(settings: Settings) -> str:
-    from .events import EventCatalog
-
-    catalog = EventCatalog.load(settings.wa_templates, settings.group_aliases)
-    lines = [f"events from {catalog.path}:"]
-    for name, event in sorted(catalog.events.items()):
-        targets = ", ".join(f"{alias} ({settings.group_aliases[alias]})" for alias in event.targets)
-        fields = ", ".join(f"{field}: {kind}" for field, kind in event.fields.items()) or "free-form"
-        lines.append(f"  {name} -> {targets}")
-        lines.append(f"      data: {fields}" + (f"  -- {event.description}" if event.description else ""))
-    for name, why in sorted(catalog.disabled.items()):
-        lines.append(f"  {name} (disabled: {why})")
-    return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wa-gateway", description="WhatsApp notification gateway")
-    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+def _parser(plugins: PluginSet) -> argparse.ArgumentParser:
+    """The core commands, then every command a plugin adds (register_commands: the
+    built-ins `providers`, `events`, `status` and `dlq` first)."""
+    parser = argparse.ArgumentParser(
+        prog="wa-gateway", description="WhatsApp notification gateway", parents=[_global_options()]
+    )
+    parser.set_defaults(plugins=plugins, needs_settings=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run the HTTP gateway")
-    commands.add_parser("worker", help="run the consumer that sends messages")
-    commands.add_parser("run", help="gateway and worker in one process")
-    commands.add_parser("providers", help="installed providers and their capabilities")
-    commands.add_parser("events", help="the events and where each goes")
+    for name, serve, work, text in (
+        ("serve", True, False, "run the HTTP gateway"),
+        ("worker", False, True, "run the consumer that sends messages"),
+        ("run", True, True, "gateway and worker in one process"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.set_defaults(handler=functools.partial(_run_process, serve=serve, work=work))
     send = commands.add_parser("send", help="queue one message")
     send.add_argument("--to", required=True, help="alias, or number/group id when raw targets are allowed")
     send.add_argument("--text", required=True)
-    from . import dlq, status  # registered here so each command lives in its own module
-
-    status.add_parser(commands)
-    dlq.add_parser(commands)
+    send.set_defaults(handler=_send)
+    plugins.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    options, rest = _global_options().parse_known_args(argv)
     try:
-        settings, config_error = load_settings(args.env_file or None), None
+        settings, config_error = load_settings(options.env_file or None), None
     except ConfigError as exc:  # reported by _dispatch, unless the command needs no settings
         settings, config_error = None, exc
+    command = next((arg for arg in rest if not arg.startswith("-")), None)
     configure_logging(
-        verbose=args.verbose,
-        quiet=args.command not in ("serve", "worker", "run"),
-        json_output=True if args.log_json else None,
+        verbose=options.verbose,
+        quiet=command not in LONG_RUNNING,
+        json_output=True if options.log_json else None,
         secrets=_secrets(settings) if settings is not None else (),
     )
+    args = _parser(make_plugin_manager()).parse_args(argv)
     try:
         return _dispatch(args, settings, config_error)
-    except (UserError, ConfigError, TopologyMismatch, EventsFileError) as exc:
+    except (UserError, TopologyMismatch, EventsFileError) as exc:
         print(f"wa-gateway: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -288,22 +246,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(
     args: argparse.Namespace, settings: Settings | None, config_error: ConfigError | None
 ) -> int:
-    if args.command == "providers":  # works with broken settings: it helps to fix them
-        print(providers_table(make_plugin_manager(), settings.wa_provider if settings else None))
-        return 0
-    if settings is None:
+    """Run the command's handler; a command that set `needs_settings=False` (`providers`:
+    it helps to fix them) runs with broken settings too, and gets None."""
+    if settings is None and args.needs_settings:
         assert config_error is not None
         raise config_error
-    handlers: dict[str, Callable[[], int]] = {
-        "serve": lambda: _run(run_process(settings, serve=True, work=False)),
-        "worker": lambda: _run(run_process(settings, serve=False, work=True)),
-        "run": lambda: _run(run_process(settings, serve=True, work=True)),
-        "send": lambda: _print_id(asyncio.run(send_one(settings, args.to, args.text))),
-        "events": lambda: _print(events_table(settings)),
-    }
-    if args.command in handlers:
-        return handlers[args.command]()
-    return int(args.handler(settings, args))
+    handler: Callable[[Settings | None, argparse.Namespace], int] = args.handler
+    return int(handler(settings, args))
+
+
+def _run_process(settings: Settings, args: argparse.Namespace, *, serve: bool, work: bool) -> int:
+    return _run(run_process(settings, serve=serve, work=work, plugins=args.plugins))
+
+
+def _send(settings: Settings, args: argparse.Namespace) -> int:
+    notification_id = asyncio.run(send_one(settings, args.to, args.text, args.plugins))
+    print(f"queued {notification_id}")
+    return 0
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -333,19 +292,5 @@ def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def _print(text: str) -> int:
-    print(text)
-    return 0
-
-
-def _print_id(notification_id: str) -> int:
-    print(f"queued {notification_id}")
-    return 0
-
-
-if __name__ == "__main__":
-    # `python -m wa_gateway.cli` runs this file as __main__, a second copy of the module:
-    # dlq and status raise wa_gateway.cli.UserError, which __main__.main would not catch.
-    from wa_gateway.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # `python -m wa_gateway.cli`; `python -m wa_gateway` runs __main__.py
+    sys.exit(main())
