@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PLUGINS := plugins/watzap plugins/meta plugins/twilio
 PYTEST_ARGS ?=
 
-.PHONY: install services run test bench clean
+.PHONY: install services run test test-unit test-integration lint typecheck bench clean
 
 # A venv that cannot run pip (made while python3-venv was missing …) is made again;
 # the sub-make then sees its stamp gone and installs into the new one.
@@ -29,10 +29,29 @@ run: install
 	@echo "POST notifications to http://127.0.0.1:$${GATEWAY_PORT:-8080}/notify"
 	$(VENV)/bin/wa-gateway run
 
+# Unit tests need nothing but the venv (plugins' tests run against local fake APIs);
+# integration tests talk to the real RabbitMQ and Redis, which `services` makes sure of.
 # pytest exit 5 means no test was collected: a broken set-up, never a success.
-test: install services
-	@$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests $(wildcard $(addsuffix /tests,$(PLUGINS))); \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: the set-up is broken" >&2; exit 1; fi; exit $$rc
+UNIT_TESTS := tests/unit $(wildcard $(addsuffix /tests,$(PLUGINS)))
+PYTEST := $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+define run_pytest
+	@$(PYTEST) $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests in $(1): the set-up is broken" >&2; exit 1; fi; exit $$rc
+endef
+
+test: lint typecheck test-unit test-integration
+
+test-unit: install
+	$(call run_pytest,$(UNIT_TESTS))
+
+test-integration: install services
+	$(call run_pytest,tests/integration)
+
+lint: install
+	@$(VENV)/bin/ruff check core plugins tests benchmarks && echo "ruff: clean"
+
+typecheck: install
+	@$(VENV)/bin/mypy core/wa_gateway
 
 bench: install services
 	$(PY) benchmarks/run.py

@@ -20,8 +20,11 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 from common import BenchError, Span, say
-from wa_gateway.broker import Broker, Publisher, Topology, persistent_message
+
+from wa_gateway.broker import Broker
 from wa_gateway.models import Notification, Target
+from wa_gateway.publisher import Publisher, persistent_message
+from wa_gateway.topology import Topology
 
 RETRY_DELAYS = (5.0,)
 """One retry tier: the benchmarks never retry, and fewer queues are less to clean up."""

@@ -105,11 +105,11 @@ def table(results: list[Result]) -> str:
     ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in (header, *rows)
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"  * {r.name}: {r.note}" for r in results if r.note]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def write_json(path: Path, results: list[Result], run: dict[str, Any], problems: list[str]) -> None:

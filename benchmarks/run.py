@@ -49,7 +49,8 @@ from loadgen import (
 )
 from procs import GatewayProcess, StopReport, free_port, running
 from report import Result, Target, failed_row, table, write_json
-from wa_gateway.broker import Topology
+
+from wa_gateway.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"

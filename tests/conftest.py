@@ -21,14 +21,15 @@ from typing import Any
 import aio_pika
 import aiormq
 import pytest
+
 from wa_gateway import hookimpl
-from wa_gateway.broker import Topology
 from wa_gateway.gateway import SERVER_OPTIONS, make_app
 from wa_gateway.models import Notification
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 from wa_gateway.provider import Capabilities, Provider, ProviderConfig, Receipt
 from wa_gateway.services import Services
 from wa_gateway.settings import Settings, load_settings
+from wa_gateway.topology import Topology
 from wa_gateway.worker import Worker
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

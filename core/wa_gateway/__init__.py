@@ -6,7 +6,7 @@ This package namespace is the public plugin API: a provider plugin imports from 
 
 __version__ = "0.1.0"
 
-from .errors import UserError  # noqa: E402 - the version first: submodules read it
+from .errors import UserError
 from .hookspecs import hookimpl
 from .http_provider import HttpAnswer, HttpProvider, parse_retry_after
 from .models import Notification, Target

@@ -1,37 +1,28 @@
-"""RabbitMQ topology and the confirmed publisher.
+"""The connection to RabbitMQ: one per process, reconnecting by itself.
 
-The reliability chain is: publisher confirms -> durable quorum queue -> manual ack
-after the work is done. Every queue is declared here with the arguments it will keep
-for life; RabbitMQ refuses a changed declaration, and TopologyMismatch reports that
-in one line naming the queue and the argument.
+The reliability chain is: publisher confirms (publisher.py) -> durable quorum queues
+(topology.py) -> manual ack after the work is done (the worker). This module keeps
+the connection, says whether RabbitMQ blocks it (alarms), and closes it in bounded time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractRobustConnection,
 )
 
-from .models import Notification
+from .topology import Topology, TopologyMismatch, declare_topology
 
 log = logging.getLogger(__name__)
 
 ALARM_PROBE_ROUTING_KEY = "wa-gateway.alarm-probe"
 """Routing key of the alarm probe: no queue is bound to it, so RabbitMQ drops the probe."""
-
-DELIVERY_LIMIT = 20
-"""Deliveries after which a message that keeps crashing workers goes to the dead queue."""
 
 CONNECTION_ERRORS = (
     ConnectionError,
@@ -56,114 +47,6 @@ class PublishUncertain(BrokerUnavailable):
 class BrokerRefused(Exception):
     """RabbitMQ refused the credentials or the vhost in AMQP_URL: retrying will not help
     until the operator fixes them."""
-
-
-class TopologyMismatch(Exception):
-    """A queue or exchange exists with other arguments than this release declares."""
-
-
-def _seconds_label(delay: float) -> str:
-    return f"{delay:g}s"
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Names and arguments of every exchange and queue; `prefix` is `wa` in production."""
-
-    retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
-    prefix: str = "wa"
-
-    @property
-    def work(self) -> str:
-        """Name of the direct exchange and of the quorum work queue."""
-        return f"{self.prefix}.notify"
-
-    @property
-    def dead(self) -> str:
-        """Name of the fanout dead-letter exchange and of its queue."""
-        return f"{self.prefix}.dead"
-
-    @property
-    def retry_queues(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix}.retry.{_seconds_label(d)}" for d in self.retry_delays)
-
-    def work_arguments(self) -> dict[str, Any]:
-        return {
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": self.dead,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-            "x-delivery-limit": DELIVERY_LIMIT,
-        }
-
-    def retry_arguments(self, delay: float) -> dict[str, Any]:
-        """A tier holds messages for `delay` and then dead-letters them back to work."""
-        return {
-            "x-queue-type": "quorum",
-            "x-message-ttl": int(delay * 1000),
-            "x-dead-letter-exchange": self.work,
-            "x-dead-letter-routing-key": self.work,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-
-    def all_queues(self) -> tuple[str, ...]:
-        return (self.work, self.dead, *self.retry_queues)
-
-
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """Declare everything idempotently; returns the work exchange."""
-    try:
-        dead_exchange = await channel.declare_exchange(
-            topology.dead, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        dead_queue = await channel.declare_queue(topology.dead, durable=True)
-        await dead_queue.bind(dead_exchange)
-        work_exchange = await channel.declare_exchange(
-            topology.work, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        work_queue = await channel.declare_queue(
-            topology.work, durable=True, arguments=topology.work_arguments()
-        )
-        await work_queue.bind(work_exchange, routing_key=topology.work)
-        for name, delay in zip(topology.retry_queues, topology.retry_delays, strict=True):
-            await channel.declare_queue(name, durable=True, arguments=topology.retry_arguments(delay))
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise TopologyMismatch(_precondition_text(exc)) from None
-    return work_exchange
-
-
-def _precondition_text(exc: Exception) -> str:
-    """RabbitMQ's own reason, e.g. "inequivalent arg 'x-message-ttl' for queue 'wa.retry.5s'"."""
-    reason = str(exc.args[0] if exc.args else exc)
-    reason = reason.removeprefix("PRECONDITION_FAILED - ")
-    return (
-        f"RabbitMQ refused the declaration: {reason}. Delete that queue (after draining it) "
-        "or use the settings it was declared with"
-    )
-
-
-def header_int(headers: Mapping[str, Any] | None, name: str) -> int:
-    """An integer header such as `x-attempts`; 0 when absent or not a number."""
-    value = (headers or {}).get(name)
-    try:
-        return int(value) if isinstance(value, (int, float, str)) else 0
-    except ValueError:
-        return 0
-
-
-def persistent_message(
-    body: bytes, *, message_id: str, headers: Mapping[str, Any] | None = None
-) -> aio_pika.Message:
-    """The one way this project builds an AMQP message: persistent JSON, id as message_id."""
-    return aio_pika.Message(
-        body,
-        message_id=message_id,
-        content_type="application/json",
-        content_encoding="utf-8",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        headers=dict(headers or {}),
-    )
 
 
 class Broker:
@@ -241,7 +124,7 @@ class Broker:
             for waiter in waits:
                 waiter.cancel()
         if not done:
-            raise asyncio.TimeoutError()
+            raise TimeoutError()
         if isinstance(self.failure, (TopologyMismatch, BrokerRefused)) and not self.connected:
             raise self.failure
 
@@ -357,7 +240,7 @@ class Broker:
             return
         try:
             await asyncio.wait_for(connection.close(), timeout)
-        except (asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+        except (TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
             log.warning("RabbitMQ did not close the connection in time (%s); dropping it", type(exc).__name__)
             _abort(connection)
 
@@ -373,82 +256,3 @@ def _abort(connection: AbstractRobustConnection) -> None:
             task.cancel()
 
 
-class Publisher:
-    """Publishes with confirms on its own channel; a 202 is only ever given after one."""
-
-    def __init__(self, broker: Broker, *, timeout: float = 5.0) -> None:
-        self.broker = broker
-        self.timeout = timeout
-        self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._lock = asyncio.Lock()
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        """The exchange object on the publishing channel, opened once and reused."""
-        if self._channel is None or self._channel.is_closed:
-            async with self._lock:
-                if self._channel is None or self._channel.is_closed:
-                    self._channel = await self.broker.channel()
-                    self._exchanges = {}
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            exchange = self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
-        return exchange
-
-    async def publish(
-        self,
-        body: bytes,
-        *,
-        message_id: str,
-        exchange: str,
-        routing_key: str = "",
-        headers: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Return once RabbitMQ confirmed the persistent message.
-
-        BrokerUnavailable when nothing was sent (not connected, publishes blocked by an
-        alarm, the broker refused it); PublishUncertain when the message went out but
-        no confirm came back in time.
-        """
-        if not self.broker.connected:
-            raise BrokerUnavailable("RabbitMQ is not reachable")
-        if self.broker.blocked:
-            raise BrokerUnavailable("RabbitMQ blocks publishing (a memory or disk alarm)")
-        message = persistent_message(body, message_id=message_id, headers=headers)
-        sent = False
-        try:
-            async with asyncio.timeout(self.timeout):
-                target = await self._exchange(exchange)
-                sent = True
-                await target.publish(message, routing_key=routing_key, mandatory=True)
-        except TimeoutError:
-            if not sent:
-                raise BrokerUnavailable("RabbitMQ did not open a channel in time") from None
-            raise PublishUncertain(
-                f"RabbitMQ did not confirm the message within {self.timeout:g} s"
-            ) from None
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise BrokerUnavailable(f"RabbitMQ refused the message ({exc})") from None
-        except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
-            # aiormq raises RuntimeError("... closed") when a channel is opened mid-reconnect
-            log.warning("publish failed: %s: %s", type(exc).__name__, exc)
-            if not sent:
-                raise BrokerUnavailable(f"RabbitMQ connection lost ({type(exc).__name__})") from None
-            raise PublishUncertain(
-                f"RabbitMQ connection lost before the confirm ({type(exc).__name__})"
-            ) from None
-
-    async def publish_notification(self, notification: Notification) -> None:
-        topology = self.broker.topology
-        await self.publish(
-            notification.to_bytes(),
-            message_id=notification.id,
-            exchange=topology.work,
-            routing_key=topology.work,
-        )
-
-    async def close(self, timeout: float = 2.0) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError):
-                await asyncio.wait_for(channel.close(), timeout)

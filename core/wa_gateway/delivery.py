@@ -108,14 +108,14 @@ class Delivery:
             return NoRouteNow()
         try:
             return Sent(await self._send(route, notification))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - classify() turns any failure into a Failure
             failure = classify(exc, attempts=attempts + 1)
         fallback = self._fallback_for(route, notification, failure)
         if fallback is None:
             return Failed(route, failure)
         try:
             return Sent(await self._send(fallback, notification))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             return Failed(fallback, classify(exc, attempts=attempts + 1))
 
     def _fallback_for(self, route: Route, notification: Notification, failure: Failure) -> Route | None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -227,7 +228,7 @@ def _base_app(services: Services, middlewares: list[Middleware]) -> web.Applicat
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with services.opened():
             yield
 

@@ -65,10 +65,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        if exc.status == 413:
-            detail = TOO_LARGE
-        else:
-            detail = exc.reason
+        detail = TOO_LARGE if exc.status == 413 else exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, code, detail, headers)
     except Exception:

@@ -6,7 +6,7 @@ worker reads it, and its `v` field lets a future format live beside this one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,7 +81,7 @@ class Notification(BaseModel):
     target: Target
     text: str
     event: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")

@@ -44,10 +44,12 @@ def build_openapi(*, auth: bool) -> dict[str, Any]:
         "422": _error("A field is invalid: unknown alias or event, empty or too long text, "
                       "a target the provider cannot serve, missing event data"),
         "429": _error("Over this API key's rate limit", ("Retry-After",)),
-        "503": _error("RabbitMQ unreachable or the gateway is stopping; nothing was queued",
-                      ("Retry-After",)),
+        "503": _error("Nothing was queued (RabbitMQ unreachable or blocked by an alarm, the "
+                      "gateway stopping, the store down for an Idempotency-Key), or RabbitMQ did "
+                      "not confirm in time and the message may or may not be queued: retry with "
+                      "the same Idempotency-Key", ("Retry-After",)),
     }
-    security = [{"bearer": []}] if auth else []
+    security: list[dict[str, list[str]]] = [{"bearer": []}] if auth else []
     return {
         "openapi": "3.1.0",
         "info": {

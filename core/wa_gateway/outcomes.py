@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
-from .broker import BrokerUnavailable, Publisher, Topology, header_int
+from .broker import BrokerUnavailable
 from .metrics import Metrics
 from .models import DeliveryStatus, Notification
 from .observers import Observers
 from .provider import Receipt
+from .publisher import Publisher, header_int
 from .resilience import Failure, pick_retry_tier
 from .status_recorder import StatusRecorder
+from .topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ MOVE_RETRY_MAX = 10.0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def attempts_of(message: AbstractIncomingMessage) -> int:

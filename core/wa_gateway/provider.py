@@ -147,5 +147,5 @@ class Provider(abc.ABC):
         Called only with messages `capabilities` allow: no need to check them again.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: most providers hold nothing
         """Release connections; called once when the process stops."""

@@ -12,14 +12,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .broker import Broker, Publisher, Topology
+from .broker import Broker
 from .events import EventCatalog
 from .metrics import Metrics
 from .plugins import PluginSet, make_plugin_manager
 from .provider import Capabilities
+from .publisher import Publisher
 from .resilience import CircuitBreaker
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
+from .topology import Topology
 
 
 class Services:

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from ..broker import CONNECTION_ERRORS, BrokerRefused, BrokerUnavailable, TopologyMismatch
+from ..broker import CONNECTION_ERRORS, BrokerRefused, BrokerUnavailable
 from ..errors import UserError
 from ..plugins import UnknownProvider
 from ..services import Services
 from ..store import StoreUnavailable
+from ..topology import TopologyMismatch
 
 if TYPE_CHECKING:
     from ..plugins import PluginSet

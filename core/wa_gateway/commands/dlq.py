@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..models import DeliveryStatus
+from ..publisher import header_int
 from ..services import Services
 from ..settings import Settings
 from .connect import command_services, connected_or_fail
@@ -49,7 +50,7 @@ class DeadMessage:
             id=message.message_id or "?",
             target=target,
             reason=str(headers.get("x-error", _death_reason(headers))),
-            attempts=int(headers.get("x-attempts", 0) or 0),
+            attempts=header_int(headers, "x-attempts"),
             first_failed_at=str(headers.get("x-first-failed-at", "")),
         )
 
@@ -112,7 +113,7 @@ async def purge(services: Services) -> int:
         try:
             queue = await channel.declare_queue(services.topology.dead, durable=True)
             result = await queue.purge()
-            return int(result.message_count)
+            return result.message_count or 0
         finally:
             await channel.close()
 

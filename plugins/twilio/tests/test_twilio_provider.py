@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from urllib.parse import urlencode
 
 import pytest
+
 from wa_gateway import (
     Notification,
     PermanentError,

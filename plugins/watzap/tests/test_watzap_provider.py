@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from wa_gateway import Notification, PermanentError, ProviderConfig, Receipt, TransientError
 from wa_gateway.testing import (
     SAMPLE_GROUP,

@@ -1,0 +1,102 @@
+"""RabbitMQ topology: the names and arguments of every exchange and queue.
+
+Every queue is declared with the arguments it keeps for life; RabbitMQ refuses a
+changed declaration, and TopologyMismatch reports that in one line naming the queue
+and the argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+DELIVERY_LIMIT = 20
+"""Deliveries after which a message that keeps crashing workers goes to the dead queue."""
+
+class TopologyMismatch(Exception):
+    """A queue or exchange exists with other arguments than this release declares."""
+
+
+def _seconds_label(delay: float) -> str:
+    return f"{delay:g}s"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments of every exchange and queue; `prefix` is `wa` in production."""
+
+    retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
+    prefix: str = "wa"
+
+    @property
+    def work(self) -> str:
+        """Name of the direct exchange and of the quorum work queue."""
+        return f"{self.prefix}.notify"
+
+    @property
+    def dead(self) -> str:
+        """Name of the fanout dead-letter exchange and of its queue."""
+        return f"{self.prefix}.dead"
+
+    @property
+    def retry_queues(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}.retry.{_seconds_label(d)}" for d in self.retry_delays)
+
+    def work_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        }
+
+    def retry_arguments(self, delay: float) -> dict[str, Any]:
+        """A tier holds messages for `delay` and then dead-letters them back to work."""
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": int(delay * 1000),
+            "x-dead-letter-exchange": self.work,
+            "x-dead-letter-routing-key": self.work,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def all_queues(self) -> tuple[str, ...]:
+        return (self.work, self.dead, *self.retry_queues)
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declare everything idempotently; returns the work exchange."""
+    try:
+        dead_exchange = await channel.declare_exchange(
+            topology.dead, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead_queue = await channel.declare_queue(topology.dead, durable=True)
+        await dead_queue.bind(dead_exchange)
+        work_exchange = await channel.declare_exchange(
+            topology.work, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        work_queue = await channel.declare_queue(
+            topology.work, durable=True, arguments=topology.work_arguments()
+        )
+        await work_queue.bind(work_exchange, routing_key=topology.work)
+        for name, delay in zip(topology.retry_queues, topology.retry_delays, strict=True):
+            await channel.declare_queue(name, durable=True, arguments=topology.retry_arguments(delay))
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyMismatch(_precondition_text(exc)) from None
+    return work_exchange
+
+
+def _precondition_text(exc: Exception) -> str:
+    """RabbitMQ's own reason, e.g. "inequivalent arg 'x-message-ttl' for queue 'wa.retry.5s'"."""
+    reason = str(exc.args[0] if exc.args else exc)
+    reason = reason.removeprefix("PRECONDITION_FAILED - ")
+    return (
+        f"RabbitMQ refused the declaration: {reason}. Delete that queue (after draining it) "
+        "or use the settings it was declared with"
+    )
