@@ -23,6 +23,8 @@ import aiormq
 import pytest
 
 from wa_gateway import hookimpl
+from wa_gateway.channels import read_channels
+from wa_gateway.errors import ConfigError
 from wa_gateway.gateway import SERVER_OPTIONS, make_app
 from wa_gateway.models import Notification
 from wa_gateway.plugins import PluginSet, make_plugin_manager
@@ -185,9 +187,14 @@ async def start_worker() -> AsyncIterator[Callable[..., Any]]:
         stack = services.opened()
         await stack.__aenter__()
         settings, plugins = services.settings, services.plugins
-        primary = plugins.create(provider or settings.wa_provider, settings.provider_config())
-        second = plugins.create(fallback, settings.provider_config(fallback=True)) if fallback else None
-        worker = Worker(services, primary, fallback=second)
+        if not services.channels.legacy:  # several channels: every sender as configured
+            providers = {name: plugins.create(sender.provider, sender.config)
+                         for name, sender in services.channels.senders.items()}
+            worker = Worker(services, providers=providers)
+        else:
+            primary = plugins.create(provider or settings.wa_provider, settings.provider_config())
+            second = plugins.create(fallback, settings.provider_config(fallback=True)) if fallback else None
+            worker = Worker(services, primary, fallback=second)
         await asyncio.wait_for(worker.start(), 10)
         running.append((worker, stack))
         return worker
@@ -243,7 +250,12 @@ def outbox_lines(path: str | Path) -> list[dict[str, Any]]:
 
 
 def topology_of(settings: Settings) -> Topology:
-    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix)
+    """The topology these settings declare, every channel's queues included."""
+    try:
+        channels = read_channels(settings).routable
+    except ConfigError:  # a test of a wrong channel setting declares nothing
+        channels = ("default",)
+    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix, channels)
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .channels import DEFAULT
 from .commands.connect import connected_or_fail
 from .compose import InvalidNotification, build_notifications, parse_request
 from .errors import UserError
@@ -52,23 +53,23 @@ def _services(settings: Settings, plugins: PluginSet, name: str, *, serves_http:
         raise UserError(f"WA_PROVIDER: {exc}") from None
 
 
-def _providers(settings: Settings, plugins: PluginSet) -> tuple[Provider, Provider | None]:
-    """Build the primary (and fallback) provider now, so bad credentials stop start-up."""
-    try:
-        primary = plugins.create(settings.wa_provider, settings.provider_config())
-    except UnknownProvider as exc:
-        raise UserError(f"WA_PROVIDER: {exc}") from None
-    except ProviderConfigError as exc:
-        raise UserError(f"provider {settings.wa_provider!r}: {exc}") from None
-    fallback = None
-    if settings.wa_fallback_provider:
+def _providers(services: Services) -> dict[str, Provider]:
+    """Build every sender's provider now, so bad credentials stop start-up."""
+    providers = {}
+    for name, sender in services.channels.senders.items():
+        if services.channels.legacy:  # the first release's variable names
+            variable = "WA_PROVIDER" if name == DEFAULT else "WA_FALLBACK_PROVIDER"
+            what = f"provider {sender.provider!r}" if name == DEFAULT else f"fallback provider {sender.provider!r}"
+        else:
+            variable = f"WA_CHANNEL_{name.upper()}_PROVIDER"
+            what = f"channel {name!r} ({sender.provider})"
         try:
-            fallback = plugins.create(settings.wa_fallback_provider, settings.provider_config(fallback=True))
+            providers[name] = services.plugins.create(sender.provider, sender.config)
         except UnknownProvider as exc:
-            raise UserError(f"WA_FALLBACK_PROVIDER: {exc}") from None
+            raise UserError(f"{variable}: {exc}") from None
         except ProviderConfigError as exc:
-            raise UserError(f"fallback provider {settings.wa_fallback_provider!r}: {exc}") from None
-    return primary, fallback
+            raise UserError(f"{what}: {exc}") from None
+    return providers
 
 
 async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: PluginSet | None = None) -> None:
@@ -82,11 +83,10 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
     plugins = plugins if plugins is not None else make_plugin_manager()
     name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
     services = _services(settings, plugins, name, serves_http=serve)
-    primary, fallback = _providers(settings, plugins)
+    providers = _providers(services)
     if not work:
-        await primary.close()
-        if fallback is not None:
-            await fallback.close()
+        for provider in providers.values():
+            await provider.close()
     if settings.redis_url is None:
         level = logging.INFO if serve and work else logging.WARNING
         log.log(level, "REDIS_URL is not set: delivery status and idempotency keys live in this "
@@ -109,7 +109,7 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
             app = make_probe_app(services)
             runner = await _listen(app, settings, settings.wa_metrics_port)
             log.info("metrics on http://%s:%s/metrics", settings.gateway_host, settings.wa_metrics_port)
-        worker = Worker(services, primary, fallback=fallback) if work else None
+        worker = Worker(services, providers=providers) if work else None
         worker_start = asyncio.create_task(worker.start()) if worker else None
         await stop.wait()
         log.info("stopping: no new requests, finishing in-flight work")

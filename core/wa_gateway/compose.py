@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from .channels import ChannelPlan
 from .events import EventCatalog, EventError
 from .models import Notification, NotifyRequest, Target
 from .provider import Capabilities
@@ -29,7 +30,8 @@ class Sources(Protocol):
 
     settings: Settings
     events: EventCatalog
-    capabilities: Capabilities
+    channels: ChannelPlan
+    channel_capabilities: dict[str, Capabilities]
 
 
 def parse_request(body: Mapping[str, Any]) -> NotifyRequest:
@@ -48,13 +50,26 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def check_capabilities(sources: Sources, target: Target, text: str) -> None:
-    """Refuse what the configured provider cannot deliver, rather than queue a dead message."""
-    capabilities = sources.capabilities
-    refusal = capabilities.refusal(target.kind, text)
-    if refusal:
-        field = "to" if capabilities.refusal(target.kind, "") else "text"  # the target, or its text
-        raise InvalidNotification(f"{field}: provider {sources.settings.wa_provider!r} {refusal}")
+def choose_channel(sources: Sources, to: str, target: Target, text: str, event_channel: str | None) -> str:
+    """The channel a message goes through, decided here so the queued message carries it:
+    the alias's pinned channel, else the event's, else the first in WA_CHANNELS whose
+    capabilities serve the target. Nothing can serve it: InvalidNotification (a 422)."""
+    plan = sources.channels
+    pinned = plan.pins.get(to.strip().lower())
+    candidates = [pinned] if pinned else [event_channel] if event_channel else list(plan.routable)
+    refusals = []
+    for name in candidates:
+        refusal = sources.channel_capabilities[name].refusal(target.kind, text)
+        if refusal is None:
+            return name
+        field = "to" if sources.channel_capabilities[name].refusal(target.kind, "") else "text"
+        refusals.append((name, field, refusal))
+    if len(refusals) == 1 and plan.legacy:  # one channel: the first release's words
+        _, field, refusal = refusals[0]
+        raise InvalidNotification(f"{field}: provider {plan.channel(candidates[0]).provider!r} {refusal}")
+    why = "; ".join(f"channel {name!r} ({plan.channel(name).provider}) {refusal}" for name, _, refusal in refusals)
+    field = "to" if all(f == "to" for _, f, _ in refusals) else "text"
+    raise InvalidNotification(f"{field}: no channel can send to {to!r}: {why}")
 
 
 def _target(sources: Sources, to: str) -> Target:
@@ -65,6 +80,7 @@ def _target(sources: Sources, to: str) -> Target:
             settings.group_aliases,
             allow_raw=settings.wa_allow_raw_targets,
             default_country=settings.wa_default_country,
+            people=sources.channels.people,
         )
     except InvalidTarget as exc:
         raise InvalidNotification(f"to: {exc}") from None
@@ -72,12 +88,14 @@ def _target(sources: Sources, to: str) -> Target:
 
 def build_notifications(sources: Sources, request: NotifyRequest) -> list[Notification]:
     """One notification per target: `to` + `text`, or an event rendered for each alias."""
+    event_channel = None
     if request.event is not None:
         try:
             event = sources.events.get(request.event)
             text = event.render(request.data or {})
         except EventError as exc:
             raise InvalidNotification(str(exc)) from None
+        event_channel = event.channel
         pairs = [(alias, _target(sources, alias)) for alias in event.targets]
     else:
         assert request.to is not None and request.text is not None  # guaranteed by the model
@@ -85,8 +103,8 @@ def build_notifications(sources: Sources, request: NotifyRequest) -> list[Notifi
         pairs = [(request.to, _target(sources, request.to))]
     notifications = []
     for to, target in pairs:
-        check_capabilities(sources, target, text)
-        notifications.append(
-            Notification(id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event)
-        )
+        channel = choose_channel(sources, to, target, text, event_channel)
+        notifications.append(Notification(
+            id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event, channel=channel
+        ))
     return notifications

@@ -35,9 +35,11 @@ class Route:
     provider: Provider
     breaker: CircuitBreaker
     pacer: RateLimiter
+    channel: str = "default"
 
     @property
     def name(self) -> str:
+        """The provider's name (the channel is `channel`)."""
         return self.provider.name
 
     def refusal(self, notification: Notification) -> str | None:
@@ -167,6 +169,8 @@ class Delivery:
             route.breaker.record_failure()
             raise
         finally:
-            self.metrics.provider_seconds.labels(route.name, outcome).observe(time.perf_counter() - started)
+            self.metrics.provider_seconds.labels(route.channel, route.name, outcome).observe(
+                time.perf_counter() - started
+            )
         route.breaker.record_success()
         return receipt

@@ -50,6 +50,8 @@ class Event:
     description: str = ""
     fields: Mapping[str, str] = field(default_factory=dict)
     model: type[BaseModel] | None = None
+    channel: str | None = None
+    """The channel this event's messages go through, unless an alias is pinned."""
 
     def render(self, data: Mapping[str, Any]) -> str:
         values = dict(data)
@@ -138,7 +140,7 @@ def _event(
 ) -> Event:
     if not isinstance(spec, dict):
         raise EventsFileError(f"{where}: [{name}] must be a table")
-    unknown_keys = set(spec) - {"to", "template", "fields", "description"}
+    unknown_keys = set(spec) - {"to", "template", "fields", "description", "channel"}
     if unknown_keys:
         raise EventsFileError(f"{where}: [{name}] has unknown keys: {', '.join(sorted(unknown_keys))}")
     targets = spec.get("to")
@@ -148,7 +150,8 @@ def _event(
         raise EventsFileError(f"{where}: [{name}] needs `to`, a list of target aliases")
     missing = [t for t in targets if t.lower() not in aliases]
     if missing:
-        hint = f"alias {missing[0]!r} is not configured (set WA_GROUP_{missing[0].upper()}_ID)"
+        alias = missing[0].upper()
+        hint = f"alias {missing[0]!r} is not configured (set WA_GROUP_{alias}_ID or WA_CONTACT_{alias}_NUMBER)"
         raise UnknownAlias(f"{where}: [{name}] sends to unknown alias: {hint}", hint)
     source = spec.get("template")
     if not isinstance(source, str) or not source.strip():
@@ -162,6 +165,9 @@ def _event(
         raise EventsFileError(
             f"{where}: [{name}] fields must map names to one of {', '.join(_FIELD_TYPES)}"
         )
+    channel = spec.get("channel")
+    if channel is not None and (not isinstance(channel, str) or not channel.strip()):
+        raise EventsFileError(f"{where}: [{name}] `channel` must be a channel name")
     model = None
     if fields:
         model = create_model(  # type: ignore[call-overload]
@@ -177,4 +183,5 @@ def _event(
         description=str(spec.get("description", "")),
         fields=dict(fields),
         model=model,
+        channel=channel.strip().lower() if channel else None,
     )

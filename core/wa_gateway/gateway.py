@@ -64,7 +64,7 @@ class QueueDepths:
         self._read_at = now
         topology = self.services.topology
         try:
-            depths = await self.services.queue_depths((topology.work, topology.dead))
+            depths = await self.services.queue_depths((*topology.work_queues(), topology.dead))
         except Exception:  # noqa: BLE001 - a scrape must answer even when the broker is in trouble
             return self._last
         self._last = {name: depth[0] for name, depth in depths.items() if depth is not None}

@@ -24,19 +24,21 @@ class Metrics:
         self.publish_seconds = Histogram(
             "wa_publish_seconds", "Time to a RabbitMQ publisher confirm", buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.sent = Counter("wa_messages_sent", "Messages a provider accepted", ["provider"], registry=r)
+        self.sent = Counter(
+            "wa_messages_sent", "Messages a provider accepted", ["channel", "provider"], registry=r
+        )
         self.retried = Counter(
-            "wa_messages_retried", "Messages moved to a retry queue", ["provider", "code"], registry=r
+            "wa_messages_retried", "Messages moved to a retry queue", ["channel", "provider", "code"], registry=r
         )
         self.dead = Counter(
-            "wa_messages_dead", "Messages dead-lettered", ["provider", "reason", "code"], registry=r
+            "wa_messages_dead", "Messages dead-lettered", ["channel", "provider", "reason", "code"], registry=r
         )
         self.provider_seconds = Histogram(
-            "wa_provider_seconds", "Provider send latency", ["provider", "outcome"],
+            "wa_provider_seconds", "Provider send latency", ["channel", "provider", "outcome"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.breaker_state = Gauge(
-            "wa_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["provider"], registry=r
+            "wa_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"], registry=r
         )
         self.queue_messages = Gauge(
             "wa_queue_messages", "Ready messages per queue (read at scrape time)", ["queue"], registry=r

@@ -81,6 +81,7 @@ class Notification(BaseModel):
     target: Target
     text: str
     event: str | None = None
+    channel: str = Field(default="default", description="The channel (sender) chosen at POST; its work queue holds it")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def to_bytes(self) -> bytes:

@@ -17,6 +17,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from .broker import BrokerUnavailable
+from .delivery import Route
 from .metrics import Metrics
 from .models import DeliveryStatus, Notification
 from .observers import Observers
@@ -73,22 +74,27 @@ class Outcomes:
         )
         await message.ack()
         log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
-        self.metrics.sent.labels(receipt.provider).inc()
+        self.metrics.sent.labels(notification.channel, receipt.provider).inc()
         self.observers.notify("message_delivered", message=notification, receipt=receipt)
 
     async def failed(
         self,
         message: AbstractIncomingMessage,
         notification: Notification,
-        provider: str,
+        route: Route,
         failure: Failure,
+        *,
+        channel: str,
     ) -> None:
-        """A retry tier for a transient failure with tiers left; else the dead queue."""
+        """A retry tier of `channel` for a transient failure with tiers left; else the
+        dead queue. `route` is the sender that failed (the channel's, or its fallback)."""
+        provider = route.name
         attempts = attempts_of(message) + 1
         headers = dict(message.headers or {})
         headers.update({
             "x-attempts": attempts,
             "x-provider": provider,
+            "x-channel": channel,
             "x-first-failed-at": headers.get("x-first-failed-at") or now().isoformat(),
             "x-last-error": failure.reason[:500],
         })
@@ -105,9 +111,10 @@ class Outcomes:
             await self.dead_letter(message, notification, reason, kind=kind, headers=headers)
             return
         delay = self.topology.retry_delays[tier]
-        if not await self.move(message, headers, exchange="", routing_key=self.topology.retry_queues[tier]):
+        retry_queue = self.topology.retry_queues_of(channel)[tier]
+        if not await self.move(message, headers, exchange="", routing_key=retry_queue):
             return
-        self.metrics.retried.labels(provider, failure.provider_code or "").inc()
+        self.metrics.retried.labels(channel, provider, failure.provider_code or "").inc()
         await self.status.record(
             DeliveryStatus(
                 id=notification.id,
@@ -143,7 +150,8 @@ class Outcomes:
             return
         log.warning("message %s dead-lettered: %s", message.message_id, reason)
         self.metrics.dead.labels(
-            str(headers.get("x-provider", "")), kind, str(headers.get("x-provider-code", ""))
+            str(headers.get("x-channel", "")), str(headers.get("x-provider", "")), kind,
+            str(headers.get("x-provider-code", "")),
         ).inc()
         if notification is not None:
             await self.status.record(

@@ -64,12 +64,15 @@ class ProviderConfig:
     settings: Mapping[str, str] = field(default_factory=dict)
     api_key_variable: str = "WA_API_KEY"
     """The variable `api_key` came from (WA_FALLBACK_API_KEY for the fallback provider)."""
+    setting_prefix: str = ""
+    """Prefix of this sender's own variables (`WA_CHANNEL_PEOPLE_` for channel `people`),
+    named in errors so the operator sets the right one."""
 
     def require(self, name: str) -> str:
         """Return a provider-specific setting or stop start-up with one clear line."""
         value = self.settings.get(name, "").strip()
         if not value:
-            raise ProviderConfigError(f"{name} is not set; the provider needs it")
+            raise ProviderConfigError(f"{self.setting_prefix}{name} is not set; the provider needs it")
         return value
 
     def require_api_key(self) -> str:

@@ -112,12 +112,13 @@ class Publisher:
             ) from None
 
     async def publish_notification(self, notification: Notification) -> None:
+        """To its channel's work queue."""
         topology = self.broker.topology
         await self.publish(
             notification.to_bytes(),
             message_id=notification.id,
             exchange=topology.work,
-            routing_key=topology.work,
+            routing_key=topology.work_queue(notification.channel),
         )
 
     async def close(self, timeout: float = 2.0) -> None:

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .broker import Broker
+from .channels import Channel, ChannelPlan, read_channels
+from .errors import ConfigError
 from .events import EventCatalog
 from .metrics import Metrics
-from .plugins import PluginSet, make_plugin_manager
+from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Capabilities
 from .publisher import Publisher
 from .resilience import CircuitBreaker
@@ -39,10 +41,19 @@ class Services:
         for RabbitMQ alarms (the probe would get its consumer connection blocked)."""
         self.settings = settings
         self.plugins = plugins if plugins is not None else make_plugin_manager()
-        self.capabilities: Capabilities = self.plugins.capabilities(settings.wa_provider)
-        self.events = EventCatalog.load(settings.wa_templates, settings.group_aliases)
+        self.channels: ChannelPlan = read_channels(settings)
+        self.channel_capabilities: dict[str, Capabilities] = {
+            name: self._capabilities(sender) for name, sender in self.channels.senders.items()
+        }
+        self._check_pins()
+        self.events = EventCatalog.load(
+            settings.wa_templates, {**settings.group_aliases, **self.channels.people}
+        )
+        self._check_event_channels()
         self.topology = Topology(
-            retry_delays=tuple(settings.wa_retry_delays), prefix=settings.wa_queue_prefix
+            retry_delays=tuple(settings.wa_retry_delays),
+            prefix=settings.wa_queue_prefix,
+            channels=self.channels.routable,
         )
         self.broker = Broker(
             settings.amqp_url, self.topology, name=connection_name, alarm_probe_interval=1.0 if serves_http else 0
@@ -59,6 +70,37 @@ class Services:
         self.close_timeout = 5.0
         """Seconds closing may wait for RabbitMQ; a stopping process sets what its
         shutdown deadline leaves."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The first routable channel's (with one channel: the configured provider's)."""
+        return self.channel_capabilities[self.channels.routable[0]]
+
+    def _capabilities(self, sender: Channel) -> Capabilities:
+        if self.channels.legacy or not sender.queue:
+            return self.plugins.capabilities(sender.provider)  # UnknownProvider names WA_PROVIDER
+        try:
+            return self.plugins.capabilities(sender.provider)
+        except UnknownProvider as exc:
+            raise ConfigError(f"WA_CHANNEL_{sender.name.upper()}_PROVIDER: {exc}") from None
+
+    def _check_pins(self) -> None:
+        """An alias pinned to a channel that can never send to it stops start-up."""
+        for alias, channel in self.channels.pins.items():
+            kind = "group" if alias in self.settings.group_aliases else "phone"
+            refusal = self.channel_capabilities[channel].refusal(kind, "")
+            if refusal:
+                variable = f"WA_{'GROUP' if kind == 'group' else 'CONTACT'}_{alias.upper()}_CHANNEL"
+                provider = self.channels.channel(channel).provider
+                raise ConfigError(f"{variable}: channel {channel!r} ({provider}) {refusal}")
+
+    def _check_event_channels(self) -> None:
+        for event in self.events.events.values():
+            if event.channel is not None and event.channel not in self.channels.routable:
+                raise ConfigError(
+                    f"{self.events.path}: [{event.name}] channel {event.channel!r} is not in "
+                    f"WA_CHANNELS ({', '.join(self.channels.routable)})"
+                )
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Services]:
@@ -79,16 +121,16 @@ class Services:
                     for task in list(self._background):
                         task.cancel()
 
-    def breaker(self, provider: str) -> CircuitBreaker:
-        """The circuit breaker of one provider, created on first use."""
-        if provider not in self.breakers:
-            self.breakers[provider] = CircuitBreaker(
-                provider,
+    def breaker(self, channel: str) -> CircuitBreaker:
+        """The circuit breaker of one channel (sender), created on first use."""
+        if channel not in self.breakers:
+            self.breakers[channel] = CircuitBreaker(
+                channel,
                 threshold=self.settings.wa_breaker_threshold,
                 cooldown=self.settings.wa_breaker_cooldown,
                 on_change=self._report_breaker,
             )
-        return self.breakers[provider]
+        return self.breakers[channel]
 
     def _report_breaker(self, breaker: CircuitBreaker) -> None:
         """Publish a breaker change to the store, so `wa-gateway status` sees it."""
@@ -116,6 +158,10 @@ class Services:
             "broker": broker,
             "store": store,
             "provider": self.settings.wa_provider,
+            "channels": {
+                name: {"provider": sender.provider, "queue": self.topology.work_queue(name) if sender.queue else None}
+                for name, sender in self.channels.senders.items()
+            },
             "breakers": {name: b.snapshot() for name, b in self.breakers.items()},
         }
         return broker == "connected" and store == "ok", detail

@@ -50,13 +50,19 @@ def resolve_target(
     *,
     allow_raw: bool,
     default_country: str,
+    people: Mapping[str, str] | None = None,
 ) -> Target:
-    """Resolve an alias (case-insensitive), or a raw number / group id when allowed."""
-    group_id = aliases.get(to.strip().lower())
+    """Resolve a group alias or a person alias (case-insensitive), or a raw number /
+    group id when allowed. `people` maps person aliases to numbers already in E.164."""
+    alias = to.strip().lower()
+    group_id = aliases.get(alias)
     if group_id is not None:
         return Target(kind="group", address=group_id)
+    number = (people or {}).get(alias)
+    if number is not None:
+        return Target(kind="phone", address=number)
     if not allow_raw:
-        known = ", ".join(sorted(aliases)) or "none configured"
+        known = ", ".join(sorted({*aliases, *(people or {})})) or "none configured"
         raise InvalidTarget(
             f"unknown alias {to!r} (known: {known}); raw numbers and group ids are off "
             "(WA_ALLOW_RAW_TARGETS=false)"

@@ -25,17 +25,38 @@ def _seconds_label(delay: float) -> str:
     return f"{delay:g}s"
 
 
+DEFAULT_CHANNEL = "default"
+
+
 @dataclass(frozen=True)
 class Topology:
-    """Names and arguments of every exchange and queue; `prefix` is `wa` in production."""
+    """Names and arguments of every exchange and queue; `prefix` is `wa` in production.
+
+    Each channel has its own work queue and retry tiers, so an open breaker pauses one
+    channel's consumer and no other: channel `default` keeps the first release's names
+    (`wa.notify`, `wa.retry.5s` …), channel `people` gets `wa.notify.people`,
+    `wa.retry.people.5s` …. One direct exchange routes by the work queue's name.
+    """
 
     retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
     prefix: str = "wa"
+    channels: tuple[str, ...] = (DEFAULT_CHANNEL,)
 
     @property
     def work(self) -> str:
-        """Name of the direct exchange and of the quorum work queue."""
+        """Name of the direct exchange and of the `default` channel's work queue."""
         return f"{self.prefix}.notify"
+
+    def work_queue(self, channel: str = DEFAULT_CHANNEL) -> str:
+        """A channel's work queue; also the routing key that reaches it."""
+        return self.work if channel == DEFAULT_CHANNEL else f"{self.work}.{channel}"
+
+    def retry_queues_of(self, channel: str = DEFAULT_CHANNEL) -> tuple[str, ...]:
+        middle = "" if channel == DEFAULT_CHANNEL else f"{channel}."
+        return tuple(f"{self.prefix}.retry.{middle}{_seconds_label(d)}" for d in self.retry_delays)
+
+    def work_queues(self) -> tuple[str, ...]:
+        return tuple(self.work_queue(channel) for channel in self.channels)
 
     @property
     def dead(self) -> str:
@@ -44,7 +65,8 @@ class Topology:
 
     @property
     def retry_queues(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix}.retry.{_seconds_label(d)}" for d in self.retry_delays)
+        """The `default` channel's retry tiers."""
+        return self.retry_queues_of(DEFAULT_CHANNEL)
 
     def work_arguments(self) -> dict[str, Any]:
         return {
@@ -55,19 +77,23 @@ class Topology:
             "x-delivery-limit": DELIVERY_LIMIT,
         }
 
-    def retry_arguments(self, delay: float) -> dict[str, Any]:
-        """A tier holds messages for `delay` and then dead-letters them back to work."""
+    def retry_arguments(self, delay: float, channel: str = DEFAULT_CHANNEL) -> dict[str, Any]:
+        """A tier holds messages for `delay` and then dead-letters them back to its
+        channel's work queue."""
         return {
             "x-queue-type": "quorum",
             "x-message-ttl": int(delay * 1000),
             "x-dead-letter-exchange": self.work,
-            "x-dead-letter-routing-key": self.work,
+            "x-dead-letter-routing-key": self.work_queue(channel),
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
 
     def all_queues(self) -> tuple[str, ...]:
-        return (self.work, self.dead, *self.retry_queues)
+        queues = [self.dead]
+        for channel in self.channels:
+            queues += [self.work_queue(channel), *self.retry_queues_of(channel)]
+        return tuple(sorted(queues, key=lambda name: (name != self.work, name)))
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
@@ -81,12 +107,12 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         work_exchange = await channel.declare_exchange(
             topology.work, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        work_queue = await channel.declare_queue(
-            topology.work, durable=True, arguments=topology.work_arguments()
-        )
-        await work_queue.bind(work_exchange, routing_key=topology.work)
-        for name, delay in zip(topology.retry_queues, topology.retry_delays, strict=True):
-            await channel.declare_queue(name, durable=True, arguments=topology.retry_arguments(delay))
+        for sender in topology.channels:
+            name = topology.work_queue(sender)
+            work_queue = await channel.declare_queue(name, durable=True, arguments=topology.work_arguments())
+            await work_queue.bind(work_exchange, routing_key=name)
+            for retry, delay in zip(topology.retry_queues_of(sender), topology.retry_delays, strict=True):
+                await channel.declare_queue(retry, durable=True, arguments=topology.retry_arguments(delay, sender))
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyMismatch(_precondition_text(exc)) from None
     return work_exchange

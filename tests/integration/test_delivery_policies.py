@@ -63,7 +63,7 @@ async def test_open_breaker_fails_over_to_the_fallback_provider(make_settings, s
     ids = await _post_many(client, 6)
 
     await wait_for(lambda: len(outbox_lines(settings.wa_log_outbox)) == 6, timeout=20)
-    assert services.breaker("scripted").state.value == "open"
+    assert services.breaker("default").state.value == "open"
     for notification_id in ids:
         status = await (await client.get(f"/notify/{notification_id}")).json()
         assert status["status"] == "sent" and status["provider"] == "log"

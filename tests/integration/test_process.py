@@ -97,7 +97,7 @@ async def test_worker_serves_metrics_and_probes_on_wa_metrics_port(
 
     code, stderr = await finish(worker)
     assert code == 0, stderr
-    assert 'wa_messages_sent_total{provider="fake"} 1.0' in text
+    assert 'wa_messages_sent_total{channel="default",provider="fake"} 1.0' in text
     assert ready == 200
     assert no_notify_here == 404
 

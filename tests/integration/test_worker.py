@@ -166,7 +166,7 @@ async def test_open_breaker_stops_consuming_and_messages_wait_in_the_work_queue(
     for _ in range(20):
         await post(client)
 
-    await wait_for(lambda: services.breaker("scripted").state.value == "open")
+    await wait_for(lambda: services.breaker("default").state.value == "open")
     await wait_for(lambda: _settled(amqp, settings.wa_queue_prefix, 20))
     calls = len(scripted.calls)
     assert calls <= 3 + 4 * 3  # threshold, plus what was already in flight
@@ -191,7 +191,7 @@ async def test_breaker_probe_after_cooldown_resumes_delivery(make_settings, star
     ids = [await post(client) for _ in range(5)]
 
     await wait_for(lambda: _all_sent(client, ids), timeout=20)
-    assert services.breaker("scripted").state.value == "closed"
+    assert services.breaker("default").state.value == "closed"
     await wait_for(lambda: worker.consumer.current_prefetch == 8)  # the probe's prefetch of 1 is over
     assert await queue_size(amqp, f"{settings.wa_queue_prefix}.dead") == 0
 

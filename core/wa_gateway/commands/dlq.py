@@ -18,15 +18,17 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from ..channels import DEFAULT
 from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..models import DeliveryStatus
 from ..publisher import header_int
 from ..services import Services
 from ..settings import Settings
+from ..store import StoreUnavailable
 from .connect import command_services, connected_or_fail
 
-REASON_HEADERS = ("x-attempts", "x-error", "x-last-error", "x-provider", "x-provider-status",
+REASON_HEADERS = ("x-attempts", "x-error", "x-last-error", "x-provider", "x-channel", "x-provider-status",
                   "x-provider-code", "x-first-failed-at", "x-dead-at", "x-death")
 
 
@@ -37,13 +39,18 @@ class DeadMessage:
     reason: str
     attempts: int
     first_failed_at: str
+    channel: str = DEFAULT
+    """The channel whose queue it goes back to: the message's own, as chosen at POST."""
 
     @classmethod
     def read(cls, message: AbstractIncomingMessage) -> DeadMessage:
         headers = message.headers or {}
+        channel = str(headers.get("x-channel") or DEFAULT)
         try:
             body = json.loads(message.body)
             target = str(body.get("to", "?")) if isinstance(body, dict) else "?"
+            if isinstance(body, dict) and isinstance(body.get("channel"), str):
+                channel = body["channel"]
         except ValueError:
             target = "(unparseable)"
         return cls(
@@ -52,6 +59,7 @@ class DeadMessage:
             reason=str(headers.get("x-error", _death_reason(headers))),
             attempts=header_int(headers, "x-attempts"),
             first_failed_at=str(headers.get("x-first-failed-at", "")),
+            channel=channel,
         )
 
 
@@ -83,13 +91,22 @@ async def list_dead(services: Services) -> list[DeadMessage]:
 
 
 async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> list[DeadMessage]:
-    """Send dead messages back to the work queue with their attempts reset."""
+    """Send dead messages back to their channel's work queue with their attempts reset.
+
+    A message of a channel that is no longer configured stays dead (UserError after
+    the others are replayed): sending it through another channel is the operator's call.
+    """
     replayed = []
+    stranded = []
     async with connected_or_fail(services), _dead_messages(services) as (_, messages):
         for message in messages:
             if ids is not None and message.message_id not in ids:
                 continue
-            replayed.append(DeadMessage.read(message))
+            dead = DeadMessage.read(message)
+            if dead.channel not in services.topology.channels:
+                stranded.append(dead)
+                continue
+            replayed.append(dead)
             if dry_run:
                 continue
             headers = {k: v for k, v in (message.headers or {}).items() if k not in REASON_HEADERS}
@@ -98,12 +115,18 @@ async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> 
                 message.body,
                 message_id=message.message_id or "",
                 exchange=services.topology.work,
-                routing_key=services.topology.work,
+                routing_key=services.topology.work_queue(dead.channel),
                 headers=headers,
             )
             await message.ack()
             if message.message_id:
-                await services.store.put_status(DeliveryStatus(id=message.message_id, status="queued"))
+                with contextlib.suppress(StoreUnavailable):  # the worker writes the next status
+                    await services.store.put_status(DeliveryStatus(id=message.message_id, status="queued"))
+    if stranded:
+        raise UserError(
+            f"replayed {len(replayed)}; left in {services.topology.dead}: "
+            + ", ".join(f"{m.id} (channel {m.channel!r} is not in WA_CHANNELS)" for m in stranded)
+        )
     return replayed
 
 

@@ -1,0 +1,202 @@
+"""Channels: several senders in one deployment, read from the environment.
+
+A channel is one configured sender: a provider with its own credentials, breaker,
+pacing, work queue and fallback. `WA_CHANNELS=groups,people` names them in routing
+order, each configured by `WA_CHANNEL_<NAME>_*`; without `WA_CHANNELS` the first
+release's settings (`WA_PROVIDER`, `WA_API_KEY`, `WA_API_URL`, `WA_FALLBACK_*`,
+`WA_SEND_RATE`) mean one channel named `default`, so every existing .env keeps its
+meaning. Its legacy fallback provider becomes a sender named `fallback` that is used
+only as `default`'s fallback: it has no queue of its own and nothing is routed to it.
+
+People get aliases too (`WA_CONTACT_<ALIAS>_NUMBER`), and any alias may be pinned to a
+channel (`WA_GROUP_<ALIAS>_CHANNEL`, `WA_CONTACT_<ALIAS>_CHANNEL`). Every mistake is
+one ConfigError line naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from .errors import ConfigError
+from .provider import ProviderConfig
+from .settings import Settings
+from .targets import InvalidTarget, normalise_phone
+
+DEFAULT = "default"
+LEGACY_FALLBACK = "fallback"
+CHANNEL_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
+"""Lower-case letters and digits: `WA_CHANNEL_<NAME>_<SETTING>` must split one way only."""
+
+_CHANNEL_VARIABLE = re.compile(r"^WA_CHANNEL_([A-Z0-9]+)_(.+)$", re.IGNORECASE)
+_CONTACT_NUMBER = re.compile(r"^WA_CONTACT_([A-Z0-9_]+)_NUMBER$", re.IGNORECASE)
+_PIN = re.compile(r"^WA_(GROUP|CONTACT)_([A-Z0-9_]+)_CHANNEL$", re.IGNORECASE)
+_OWN_SETTINGS = ("PROVIDER", "API_KEY", "API_URL", "SEND_RATE", "FALLBACK")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One sender. `queue` is False for the legacy fallback, which is only a fallback."""
+
+    name: str
+    provider: str
+    config: ProviderConfig
+    send_rate: float | None = None
+    fallback: str | None = None
+    queue: bool = True
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Every sender, the routable ones in routing order, and the alias directory."""
+
+    senders: dict[str, Channel]
+    routable: tuple[str, ...]
+    people: dict[str, str] = field(default_factory=dict)
+    """alias -> +E.164, from WA_CONTACT_<ALIAS>_NUMBER."""
+    pins: dict[str, str] = field(default_factory=dict)
+    """alias -> channel name, from WA_GROUP_/WA_CONTACT_<ALIAS>_CHANNEL."""
+
+    def channel(self, name: str) -> Channel:
+        return self.senders[name]
+
+    @property
+    def legacy(self) -> bool:
+        """One `default` channel from the first release's settings (no WA_CHANNELS)."""
+        return self.routable == (DEFAULT,)
+
+
+def read_channels(settings: Settings) -> ChannelPlan:
+    """The channels the settings describe; ConfigError (one line) for any mistake."""
+    env = {name.upper(): value for name, value in settings.raw_env.items()}
+    names = _channel_names(env.get("WA_CHANNELS", ""))
+    senders = _legacy(settings) if names is None else _named(settings, env, names)
+    routable = tuple(name for name, sender in senders.items() if sender.queue)
+    for sender in senders.values():
+        if sender.fallback is not None and sender.fallback not in senders:
+            raise ConfigError(
+                f"WA_CHANNEL_{sender.name.upper()}_FALLBACK={sender.fallback!r} names no channel "
+                f"(channels: {', '.join(routable)})"
+            )
+        if sender.fallback == sender.name:
+            raise ConfigError(f"WA_CHANNEL_{sender.name.upper()}_FALLBACK names the channel itself")
+    people = _people(env, settings.wa_default_country, settings.group_aliases)
+    pins = _pins(env, routable, settings.group_aliases, people)
+    return ChannelPlan(senders=senders, routable=routable, people=people, pins=pins)
+
+
+def _channel_names(value: str) -> list[str] | None:
+    if not value.strip():
+        return None
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    seen: set[str] = set()
+    for name in names:
+        if not CHANNEL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"WA_CHANNELS: {name!r} is not a channel name (lower-case letters and digits, "
+                "starting with a letter, at most 32)"
+            )
+        if name in seen:
+            raise ConfigError(f"WA_CHANNELS: {name!r} is named twice")
+        seen.add(name)
+    return names
+
+
+def _legacy(settings: Settings) -> dict[str, Channel]:
+    fallback = settings.wa_fallback_provider
+    senders = {
+        DEFAULT: Channel(
+            DEFAULT, settings.wa_provider, settings.provider_config(), settings.wa_send_rate,
+            LEGACY_FALLBACK if fallback else None,
+        )
+    }
+    if fallback:
+        senders[LEGACY_FALLBACK] = Channel(
+            LEGACY_FALLBACK, fallback, settings.provider_config(fallback=True), settings.wa_send_rate,
+            queue=False,
+        )
+    return senders
+
+
+def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict[str, Channel]:
+    own: dict[str, dict[str, str]] = {name: {} for name in names}
+    for variable, value in env.items():
+        match = _CHANNEL_VARIABLE.match(variable)
+        if not match:
+            continue
+        name, setting = match.group(1).lower(), match.group(2).upper()
+        if name not in own:
+            raise ConfigError(
+                f"{variable} is set, but WA_CHANNELS ({', '.join(names)}) has no channel {name!r}"
+            )
+        own[name][setting] = value.strip()
+    senders = {}
+    for name in names:
+        values = own[name]
+        prefix = f"WA_CHANNEL_{name.upper()}_"
+        provider = values.get("PROVIDER", "").lower()
+        if not provider:
+            raise ConfigError(f"{prefix}PROVIDER is not set: channel {name!r} needs a provider")
+        provider_settings = {**settings.raw_env}
+        provider_settings.update({k: v for k, v in values.items() if k not in _OWN_SETTINGS})
+        config = replace(
+            settings.provider_config(),
+            api_key=values.get("API_KEY") or None,
+            api_url=(values.get("API_URL") or "").rstrip("/") or None,
+            settings=provider_settings,
+            api_key_variable=f"{prefix}API_KEY",
+            setting_prefix=prefix,
+        )
+        senders[name] = Channel(
+            name, provider, config, _rate(prefix, values.get("SEND_RATE")),
+            (values.get("FALLBACK") or "").lower() or None,
+        )
+    return senders
+
+
+def _rate(prefix: str, value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise ConfigError(f"{prefix}SEND_RATE={value!r} is not a positive number of messages per second")
+    return rate
+
+
+def _people(env: Mapping[str, str], default_country: str, groups: Mapping[str, str]) -> dict[str, str]:
+    people = {}
+    for variable, value in env.items():
+        match = _CONTACT_NUMBER.match(variable)
+        if not match or not value.strip():
+            continue
+        alias = match.group(1).lower()
+        if alias in groups:
+            raise ConfigError(f"{variable}: alias {alias!r} is also a group (WA_GROUP_{alias.upper()}_ID)")
+        try:
+            people[alias] = normalise_phone(value, default_country)
+        except InvalidTarget as exc:
+            raise ConfigError(f"{variable}: {exc}") from None
+    return people
+
+
+def _pins(
+    env: Mapping[str, str], routable: tuple[str, ...], groups: Mapping[str, str], people: Mapping[str, str]
+) -> dict[str, str]:
+    pins = {}
+    for variable, value in env.items():
+        match = _PIN.match(variable)
+        if not match or not value.strip():
+            continue
+        kind, alias, channel = match.group(1).upper(), match.group(2).lower(), value.strip().lower()
+        known = groups if kind == "GROUP" else people
+        if alias not in known:
+            what = f"WA_{kind}_{alias.upper()}_{'ID' if kind == 'GROUP' else 'NUMBER'}"
+            raise ConfigError(f"{variable}: there is no alias {alias!r} ({what} is not set)")
+        if channel not in routable:
+            raise ConfigError(f"{variable}={value.strip()!r} names no channel (channels: {', '.join(routable)})")
+        pins[alias] = channel
+    return pins
