@@ -67,16 +67,30 @@ async def cleanup_topology(prefix: str) -> AsyncIterator[list[Topology]]:
     """Topologies the test used; their queues and exchanges are deleted afterwards."""
     used: list[Topology] = [Topology(prefix=prefix)]
     yield used
+    for topology in used:
+        await delete_topology(topology)
+
+
+async def delete_topology(topology: Topology) -> None:
+    """Delete every queue and exchange of a test's topology."""
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
-        for topology in used:
-            for name in topology.all_queues():
-                await channel.queue_delete(name)
-            for name in (topology.work, topology.dead):
-                await channel.exchange_delete(name)
+        for name in topology.all_queues():
+            await channel.queue_delete(name)
+        for name in (topology.work, topology.dead):
+            await channel.exchange_delete(name)
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def installed_plugins() -> PluginSet:
+    """The machine's installed plugins, for tests that ask for them: the three of this repo."""
+    plugins = make_plugin_manager(load_entry_points=True)
+    missing = {"watzap", "meta", "twilio"} - set(plugins.providers)
+    assert not missing, f"install the plugins (make install): {missing}"
+    return plugins
 
 
 @pytest.fixture

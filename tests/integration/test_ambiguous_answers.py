@@ -19,7 +19,6 @@ from wa_gateway import (
     Receipt,
     TransientError,
 )
-from wa_gateway.plugins import make_plugin_manager
 from wa_gateway.services import Services
 from wa_gateway.testing import NEVER, Answer, FakeProviderApi, closed_port, phone_message
 
@@ -99,13 +98,6 @@ async def test_a_refused_connection_is_not_ambiguous():
         await provider.close()
     assert not caught.value.ambiguous
 
-
-@pytest.fixture
-def installed_plugins():
-    plugins = make_plugin_manager(load_entry_points=True)
-    missing = {"watzap", "meta", "twilio"} - set(plugins.providers)
-    assert not missing, f"install the plugins (make install): {missing}"
-    return plugins
 
 
 async def _deliver_once(name, answer, make_settings, aiohttp_client, start_worker, amqp, plugins):

@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from wa_gateway.plugins import make_plugin_manager
 from wa_gateway.services import Services
 from wa_gateway.testing import Answer, FakeProviderApi
 
@@ -57,14 +56,6 @@ def _text_received(name: str, request) -> str:
     assert request.form()["To"] == "whatsapp:+6281234567890"
     return request.form()["Body"]
 
-
-@pytest.fixture
-def installed_plugins():
-    """This test asks for the machine's installed plugins: the three of this repo."""
-    plugins = make_plugin_manager(load_entry_points=True)
-    missing = {"watzap", "meta", "twilio"} - set(plugins.providers)
-    assert not missing, f"install the plugins (make install): {missing}"
-    return plugins
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -20,12 +20,11 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aio_pika
 import pytest
 
 from wa_gateway.topology import Topology
 
-from ..conftest import AMQP_URL
+from ..conftest import AMQP_URL, delete_topology
 
 TIMEOUT = 25
 """Seconds a command may take at most: a wait for RabbitMQ, start-up, a loaded machine."""
@@ -100,19 +99,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
             running = {name: pool.submit(run, name, *case) for name, case in CASES.items()}
             return {name: future.result() for name, future in running.items()}
     finally:
-        asyncio.run(_delete_topology(Topology(prefix=PREFIX)))
+        asyncio.run(delete_topology(Topology(prefix=PREFIX)))
 
 
-async def _delete_topology(topology: Topology) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        for name in topology.all_queues():
-            await channel.queue_delete(name)
-        for name in (topology.work, topology.dead):
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
 
 
 def one_error_line(outcome: Outcome) -> str:
