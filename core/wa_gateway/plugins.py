@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "wa_gateway.commands.providers",
     "wa_gateway.commands.events",
     "wa_gateway.commands.status",
+    "wa_gateway.commands.channels",
     "wa_gateway.commands.dlq",
 )
 

@@ -1,5 +1,5 @@
-"""`wa-gateway status`: queue depths and consumers as RabbitMQ sees them, breakers as the
-worker last reported them."""
+"""`wa-gateway status`: queue depths and consumers as RabbitMQ sees them, grouped by
+channel, and each channel's breaker as the workers last reported it."""
 
 from __future__ import annotations
 
@@ -17,24 +17,63 @@ async def collect(services: Services) -> dict[str, Any]:
     async with connected_or_fail(services):
         depths = await services.queue_depths()
         breakers = await services.store.get_breakers()
-    return {"queues": depths, "breakers": breakers}
+    return {"queues": depths, "breakers": breakers, "channels": channel_queues(services)}
+
+
+def channel_queues(services: Services) -> dict[str, dict[str, Any]]:
+    """Each sender (channel) with its provider and its queues: the work queue, then its
+    retry tiers; none for the legacy fallback, which only stands in for `default`."""
+    topology = services.topology
+    return {
+        name: {
+            "provider": sender.provider,
+            "fallback": sender.fallback,
+            "queues": [topology.work_queue(name), *topology.retry_queues_of(name)] if sender.queue else [],
+        }
+        for name, sender in services.channels.senders.items()
+    }
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["queue                ready  consumers"]
-    for name, depth in report["queues"].items():
+    """Queues grouped by channel, each channel's breaker after its queues; the dead
+    queue, shared by all, first."""
+    queues: dict[str, Any] = report["queues"]
+    breakers: dict[str, Any] = report["breakers"]
+    channels: dict[str, dict[str, Any]] = report.get("channels") or {}
+    width = max([20, *(len(name) for name in queues)])
+    grouped = {name for channel in channels.values() for name in channel["queues"]}
+
+    def row(name: str) -> str:
+        depth = queues.get(name)
         ready, consumers = ("-", "-") if depth is None else depth
-        lines.append(f"{name:<20} {ready!s:>5}  {consumers!s:>9}")
-    breakers = report["breakers"]
-    lines.append("")
+        return f"{name:<{width}} {ready!s:>5}  {consumers!s:>9}"
+
+    lines = [f"{'queue':<{width}} ready  consumers"]
+    lines += [row(name) for name in queues if name not in grouped]
+    for name, channel in channels.items():
+        fallback = f", fallback {channel['fallback']}" if channel["fallback"] else ""
+        role = "" if channel["queues"] else ", no queue: a fallback only"
+        lines += ["", f"channel {name} ({channel['provider']}{fallback}{role})"]
+        lines += [row(queue) for queue in channel["queues"] if queue in queues]
+        if name in breakers:
+            lines.append(_breaker_line(name, breakers[name]))
+        elif breakers:
+            lines.append(f"breaker {name}: no change reported (closed, as far as the workers said)")
+    tail = []
     if not breakers:
-        lines.append("breakers: no worker has reported (REDIS_URL shares breaker state between processes)")
-    for name, snapshot in sorted(breakers.items()):
-        lines.append(
-            f"breaker {name}: {snapshot['state']} (failures in a row: {snapshot['consecutive_failures']}, "
-            f"retry in {snapshot['retry_in']} s)"
-        )
-    return "\n".join(lines)
+        tail.append("breakers: no worker has reported (REDIS_URL shares breaker state between processes)")
+    others = {name: snapshot for name, snapshot in breakers.items() if name not in channels}
+    if others and channels:
+        tail.append("reported for no configured channel (a removed channel, or a release before channels):")
+    tail += [_breaker_line(name, snapshot) for name, snapshot in sorted(others.items())]
+    return "\n".join([*lines, "", *tail] if tail else lines)
+
+
+def _breaker_line(name: str, snapshot: dict[str, Any]) -> str:
+    return (
+        f"breaker {name}: {snapshot['state']} (failures in a row: {snapshot['consecutive_failures']}, "
+        f"retry in {snapshot['retry_in']} s)"
+    )
 
 
 def handle(settings: Settings, args: argparse.Namespace) -> int:
