@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .provider import ProviderConfig
@@ -57,21 +58,20 @@ class ChannelPlan:
     """alias -> +E.164, from WA_CONTACT_<ALIAS>_NUMBER."""
     pins: dict[str, str] = field(default_factory=dict)
     """alias -> channel name, from WA_GROUP_/WA_CONTACT_<ALIAS>_CHANNEL."""
+    legacy: bool = True
+    """One `default` channel from the first release's settings (WA_CHANNELS unset); a
+    plan from WA_CHANNELS is never legacy, not even `WA_CHANNELS=default`, whose
+    provider is WA_CHANNEL_DEFAULT_PROVIDER."""
 
     def channel(self, name: str) -> Channel:
         return self.senders[name]
-
-    @property
-    def legacy(self) -> bool:
-        """One `default` channel from the first release's settings (no WA_CHANNELS)."""
-        return self.routable == (DEFAULT,)
 
 
 def read_channels(settings: Settings) -> ChannelPlan:
     """The channels the settings describe; ConfigError (one line) for any mistake."""
     env = {name.upper(): value for name, value in settings.raw_env.items()}
     names = _channel_names(env.get("WA_CHANNELS", ""))
-    senders = _legacy(settings) if names is None else _named(settings, env, names)
+    senders = _legacy(settings, env) if names is None else _named(settings, env, names)
     routable = tuple(name for name, sender in senders.items() if sender.queue)
     for sender in senders.values():
         if sender.fallback is not None and sender.fallback not in senders:
@@ -83,13 +83,15 @@ def read_channels(settings: Settings) -> ChannelPlan:
             raise ConfigError(f"WA_CHANNEL_{sender.name.upper()}_FALLBACK names the channel itself")
     people = _people(env, settings.wa_default_country, settings.group_aliases)
     pins = _pins(env, routable, settings.group_aliases, people)
-    return ChannelPlan(senders=senders, routable=routable, people=people, pins=pins)
+    return ChannelPlan(senders=senders, routable=routable, people=people, pins=pins, legacy=names is None)
 
 
 def _channel_names(value: str) -> list[str] | None:
     if not value.strip():
         return None
     names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not names:
+        raise ConfigError(f"WA_CHANNELS={value!r} names no channel (e.g. WA_CHANNELS=groups,people)")
     seen: set[str] = set()
     for name in names:
         if not CHANNEL_NAME.fullmatch(name):
@@ -103,7 +105,15 @@ def _channel_names(value: str) -> list[str] | None:
     return names
 
 
-def _legacy(settings: Settings) -> dict[str, Channel]:
+def _legacy(settings: Settings, env: Mapping[str, str]) -> dict[str, Channel]:
+    for variable in sorted(env):
+        match = _CHANNEL_VARIABLE.match(variable)
+        # e.g. WA_CHANNEL_PEOPLE_PROVIDER without WA_CHANNELS: never silently ignored
+        if match and env[variable].strip():
+            raise ConfigError(
+                f"{variable} is set, but WA_CHANNELS is not: there is no channel "
+                f"{match.group(1).lower()!r} (set WA_CHANNELS to name the channels)"
+            )
     fallback = settings.wa_fallback_provider
     senders = {
         DEFAULT: Channel(
@@ -123,7 +133,7 @@ def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict
     own: dict[str, dict[str, str]] = {name: {} for name in names}
     for variable, value in env.items():
         match = _CHANNEL_VARIABLE.match(variable)
-        if not match:
+        if not match or not value.strip():  # set to nothing: not given
             continue
         name, setting = match.group(1).lower(), match.group(2).upper()
         if name not in own:
@@ -143,7 +153,7 @@ def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict
         config = replace(
             settings.provider_config(),
             api_key=values.get("API_KEY") or None,
-            api_url=(values.get("API_URL") or "").rstrip("/") or None,
+            api_url=_url(prefix, values.get("API_URL")),
             settings=provider_settings,
             api_key_variable=f"{prefix}API_KEY",
             setting_prefix=prefix,
@@ -153,6 +163,16 @@ def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict
             (values.get("FALLBACK") or "").lower() or None,
         )
     return senders
+
+
+def _url(prefix: str, value: str | None) -> str | None:
+    """As WA_API_URL: an http(s) URL with a host, without the trailing slash."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{prefix}API_URL={value!r} is not a URL (expected http:// or https://)")
+    return value.rstrip("/")
 
 
 def _rate(prefix: str, value: str | None) -> float | None:

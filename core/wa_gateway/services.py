@@ -77,12 +77,14 @@ class Services:
         return self.channel_capabilities[self.channels.routable[0]]
 
     def _capabilities(self, sender: Channel) -> Capabilities:
-        if self.channels.legacy or not sender.queue:
-            return self.plugins.capabilities(sender.provider)  # UnknownProvider names WA_PROVIDER
         try:
             return self.plugins.capabilities(sender.provider)
         except UnknownProvider as exc:
-            raise ConfigError(f"WA_CHANNEL_{sender.name.upper()}_PROVIDER: {exc}") from None
+            if not self.channels.legacy:
+                variable = f"WA_CHANNEL_{sender.name.upper()}_PROVIDER"
+            else:  # the first release's names: the legacy fallback is WA_FALLBACK_PROVIDER's
+                variable = "WA_PROVIDER" if sender.queue else "WA_FALLBACK_PROVIDER"
+            raise ConfigError(f"{variable}: {exc}") from None
 
     def _check_pins(self) -> None:
         """An alias pinned to a channel that can never send to it stops start-up."""
@@ -95,12 +97,27 @@ class Services:
                 raise ConfigError(f"{variable}: channel {channel!r} ({provider}) {refusal}")
 
     def _check_event_channels(self) -> None:
+        """An event's channel exists and can send to each of its aliases not pinned elsewhere
+        (else every POST of that event would be a 422)."""
         for event in self.events.events.values():
-            if event.channel is not None and event.channel not in self.channels.routable:
+            if event.channel is None:
+                continue
+            if event.channel not in self.channels.routable:
                 raise ConfigError(
                     f"{self.events.path}: [{event.name}] channel {event.channel!r} is not in "
                     f"WA_CHANNELS ({', '.join(self.channels.routable)})"
                 )
+            for alias in event.targets:
+                if alias.lower() in self.channels.pins:
+                    continue
+                kind = "group" if alias.lower() in self.settings.group_aliases else "phone"
+                refusal = self.channel_capabilities[event.channel].refusal(kind, "")
+                if refusal:
+                    provider = self.channels.channel(event.channel).provider
+                    raise ConfigError(
+                        f"{self.events.path}: [{event.name}] sends to {alias!r}, but its channel "
+                        f"{event.channel!r} ({provider}) {refusal}"
+                    )
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Services]:
