@@ -47,6 +47,15 @@ class Channel:
     fallback: str | None = None
     queue: bool = True
 
+    def pace(self, inherited: float | None, declared: float, *, legacy: bool) -> tuple[float, str]:
+        """Messages a second the worker sends at, and the setting that decided it: the
+        channel's own rate, else WA_SEND_RATE (`inherited`), else the provider's `declared`."""
+        if self.send_rate and not legacy:
+            return self.send_rate, f"WA_CHANNEL_{self.name.upper()}_SEND_RATE"
+        if self.send_rate or inherited:
+            return (self.send_rate or inherited or declared), "WA_SEND_RATE"
+        return declared, "the provider's"
+
 
 @dataclass(frozen=True)
 class ChannelPlan:

@@ -93,8 +93,11 @@ class Worker:
 
     def _route(self, channel: str, provider: Provider) -> Route:
         sender = self.services.channels.senders.get(channel)
-        rate = (sender.send_rate if sender else None) or self.services.settings.wa_send_rate
-        return Route(provider, self.services.breaker(channel), RateLimiter(rate or provider.capabilities.send_rate), channel)
+        inherited, declared = self.services.settings.wa_send_rate, provider.capabilities.send_rate
+        rate = sender.pace(inherited, declared, legacy=self.services.channels.legacy)[0] if sender else (
+            inherited or declared
+        )
+        return Route(provider, self.services.breaker(channel), RateLimiter(rate), channel)
 
     async def start(self) -> None:
         """Wait for RabbitMQ, then consume every channel. Returns once all are registered."""

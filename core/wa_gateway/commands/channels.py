@@ -80,14 +80,12 @@ def alias_routes(services: Services) -> Routes:
 
 
 def _rate(services: Services, sender: Channel) -> str:
-    """The pace the worker sends at, and which setting decided it (as Worker._route)."""
-    settings = services.settings
-    if sender.send_rate and not services.channels.legacy:
-        rate, source = sender.send_rate, f"WA_CHANNEL_{sender.name.upper()}_SEND_RATE"
-    elif sender.send_rate or settings.wa_send_rate:
-        rate, source = (sender.send_rate or settings.wa_send_rate or 0.0), "WA_SEND_RATE"
-    else:
-        rate, source = services.channel_capabilities[sender.name].send_rate, "the provider's"
+    """The pace the worker sends at, and which setting decided it."""
+    rate, source = sender.pace(
+        services.settings.wa_send_rate,
+        services.channel_capabilities[sender.name].send_rate,
+        legacy=services.channels.legacy,
+    )
     if math.isinf(rate):
         return f"unlimited ({source})"
     return f"{rate:g} message{'' if rate == 1 else 's'} a second ({source})"
