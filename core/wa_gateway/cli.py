@@ -200,7 +200,7 @@ def _global_options() -> argparse.ArgumentParser:
 
 def _parser(plugins: PluginSet) -> argparse.ArgumentParser:
     """The core commands, then every command a plugin adds (register_commands: the
-    built-ins `providers`, `events`, `status` and `dlq` first)."""
+    built-ins `providers`, `events`, `status`, `channels` and `dlq` first)."""
     parser = argparse.ArgumentParser(
         prog="wa-gateway", description="WhatsApp notification gateway", parents=[_global_options()]
     )
