@@ -188,6 +188,12 @@ async def test_an_open_breaker_on_one_channel_does_not_slow_the_other(
 
         assert await wait_for(lambda: _equals(groups_waiting(), 3))  # the group messages wait, none lost
         assert await queue_size(amqp, f"{prefix}.dead") == 0
+        ready = await client.get("/readyz")  # /readyz names each channel's queue and breaker
+        detail = await ready.json()
+        assert ready.status == 200  # one channel's provider being down is not the gateway's
+        assert detail["breakers"]["groups"]["state"] == "open"
+        assert detail["breakers"]["people"]["state"] == "closed"
+        assert detail["channels"]["people"] == {"provider": "meta", "queue": f"{prefix}.notify.people"}
 
 
 async def _equals(value: Any, expected: int) -> bool:
