@@ -37,7 +37,7 @@ from wa_gateway.worker import Worker
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LOGISTIC = "120363195657916590@g.us"
 BLUEPRINT_TEXT = "🆕 *REQUEST BARU*\nID: 42\nOleh: Budi Śantoso"
-_OWN_PREFIXES = ("WA_", "GATEWAY_", "AMQP_", "REDIS_", "WATZAP_", "META_", "TWILIO_")
+_OWN_PREFIXES = ("WA_", "GATEWAY_", "AMQP_", "REDIS_", "DATABASE_", "WATZAP_", "META_", "TWILIO_")
 
 
 @pytest.fixture(autouse=True)

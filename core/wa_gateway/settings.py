@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError  # raised here; `from wa_gateway.settings import ConfigError` works
+from .ledger.urls import DEFAULT_DATABASE_URL, async_database_url
 from .provider import ProviderConfig
 from .targets import is_group_id
 
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     wa_breaker_threshold: int = Field(5, ge=1)
     wa_breaker_cooldown: float = Field(30.0, gt=0)
     wa_publish_timeout: float = Field(5.0, gt=0)
+    database_url: str = DEFAULT_DATABASE_URL
+    """The ledger: sqlite:///<path> (default, in the working directory) or postgresql://…"""
+    wa_ledger_retention_days: int = Field(90, ge=1)
+    """`wa-gateway db prune` deletes notifications older than this many days."""
 
     group_aliases: dict[str, str] = Field(default_factory=dict, repr=False)
     """alias -> group id, from WA_GROUP_<NAME>_ID (filled by load_settings)."""
@@ -125,6 +130,16 @@ class Settings(BaseSettings):
         ):
             raise ValueError(f"{value!r} is not a URL")
         return value.strip().rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip() or DEFAULT_DATABASE_URL
+        try:
+            async_database_url(value)
+        except ConfigError as exc:  # its message names DATABASE_URL already
+            raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
+        return value
 
     @field_validator("wa_provider", "wa_fallback_provider")
     @classmethod

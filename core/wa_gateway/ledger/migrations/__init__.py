@@ -1,0 +1,1 @@
+"""The ledger's Alembic migrations, shipped inside the package (`wa-gateway db upgrade`)."""

@@ -1,0 +1,156 @@
+"""The database's schema revision against this package's migrations.
+
+- `upgrade`: apply the migrations (`wa-gateway db upgrade`); on PostgreSQL under an
+  advisory lock, so two upgrades at once take turns.
+- `ensure_schema`: what every process does when it opens the ledger. SQLite (embedded,
+  nobody else shares it) is created and migrated there and then, one process at a time
+  (a lock on the file); on PostgreSQL a missing or older schema stops the process with
+  one line saying to run `wa-gateway db upgrade`. A schema newer than the package
+  (a downgrade of wa-gateway) stops it on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import UserError
+from .engine import DATABASE_ERRORS, unavailable
+from .urls import is_sqlite, safe_database_url, sqlite_path
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_UPGRADE_LOCK = 0x7761_6C65_6467  # pg_advisory_xact_lock key: "waledg"
+
+
+class SchemaMismatch(UserError):
+    """The database's schema is not the one this package needs; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    before: str | None
+    """The revision the database was at; None: it had no schema."""
+    after: str
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration for the package's migrations (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    return config
+
+
+@cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The newest revision this package knows."""
+    revision = _script().get_current_head()
+    assert revision is not None, "the package ships no migration"
+    return revision
+
+
+def known_revisions() -> set[str]:
+    return {script.revision for script in _script().walk_revisions()}
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's revision; None when it has no schema (an empty database)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current)
+
+
+async def upgrade(engine: AsyncEngine, database_url: str, revision: str = "head") -> Upgraded:
+    """Apply the migrations up to `revision`; a database that cannot be reached is a
+    LedgerUnavailable, one that is newer than the package a SchemaMismatch."""
+    try:
+        async with _sqlite_lock(database_url), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_UPGRADE_LOCK})"))
+            before = await connection.run_sync(_current)
+            _refuse_unknown(before, database_url)
+            await connection.run_sync(_upgrade, revision)
+            after = await connection.run_sync(_current)
+    except DATABASE_ERRORS as exc:
+        raise unavailable(database_url, exc) from None
+    return Upgraded(before=before, after=after or "")
+
+
+async def ensure_schema(engine: AsyncEngine, database_url: str) -> None:
+    """Make sure the schema is this package's head: migrate SQLite, or stop with one line."""
+    if is_sqlite(database_url):
+        try:
+            current = await current_revision(engine)
+        except DATABASE_ERRORS as exc:
+            raise unavailable(database_url, exc) from None
+        if current != head():
+            await upgrade(engine, database_url)
+        return
+    try:
+        current = await current_revision(engine)
+    except DATABASE_ERRORS as exc:
+        raise unavailable(database_url, exc) from None
+    where = f"the ledger database at {safe_database_url(database_url)}"
+    if current is None:
+        raise SchemaMismatch(f"{where} has no schema: run `wa-gateway db upgrade`")
+    _refuse_unknown(current, database_url)
+    if current != head():
+        raise SchemaMismatch(
+            f"{where} is at schema revision {current}, this wa-gateway needs {head()}: "
+            "run `wa-gateway db upgrade`"
+        )
+
+
+def _refuse_unknown(current: str | None, database_url: str) -> None:
+    if current is not None and current not in known_revisions():
+        raise SchemaMismatch(
+            f"the ledger database at {safe_database_url(database_url)} is at schema revision "
+            f"{current}, which this wa-gateway does not know (its newest is {head()}): "
+            "install the wa-gateway that migrated it, or point DATABASE_URL elsewhere"
+        )
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_lock(database_url: str) -> AsyncIterator[None]:
+    """One process at a time migrates a SQLite file: an flock on the file itself
+    (SQLite's own locks are fcntl locks, which flock does not touch)."""
+    if not is_sqlite(database_url):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one process per file is the rule there
+        yield
+        return
+    path = sqlite_path(database_url)
+    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
