@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "wa_gateway.commands.status",
     "wa_gateway.commands.channels",
     "wa_gateway.commands.dlq",
+    "wa_gateway.commands.db",
 )
 
 ProviderFactory = Callable[[ProviderConfig], Provider]

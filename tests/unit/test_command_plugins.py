@@ -1,5 +1,5 @@
 """Commands through the `register_commands` hook: the built-ins (`providers`, `events`,
-`status`, `channels`, `dlq`) come in that way, and a third-party plugin adds one the same way."""
+`status`, `channels`, `dlq`, `db`) come in that way, and a third-party plugin adds one the same way."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from wa_gateway import UserError, cli, hookimpl
 from wa_gateway.logs import CONNECTION_LOGGERS
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 
-BUILT_IN_COMMANDS = {"providers", "events", "status", "channels", "dlq"}
+BUILT_IN_COMMANDS = {"providers", "events", "status", "channels", "dlq", "db"}
 
 
 def command_plugin(name: str, handler: Any, **defaults: Any) -> types.ModuleType:

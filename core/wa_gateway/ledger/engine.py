@@ -1,14 +1,11 @@
 """The one async engine a process opens on the ledger (DATABASE_URL).
 
-`open_ledger` is what a process uses: it makes the engine, brings the schema to where
-this package needs it or stops with one line (schema.ensure_schema), and disposes of
-the engine at the end, in the same cleanup context as the AMQP connection.
+A process opens it with schema.open_ledger, which also checks the schema; commands
+that migrate it (`db upgrade`) make one with create_engine.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -78,18 +75,3 @@ def first_line(exc: BaseException) -> str:
     if line.startswith("(") and ") " in line:
         line = line.split(") ", 1)[1]
     return line[:300]
-
-
-@contextlib.asynccontextmanager
-async def open_ledger(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """The process's engine, with the schema checked (SQLite: created and migrated;
-    PostgreSQL: stops with one line unless `wa-gateway db upgrade` ran); disposed of at
-    the end."""
-    from .schema import ensure_schema  # schema imports alembic: only when a ledger opens
-
-    engine = create_engine(database_url)
-    try:
-        await ensure_schema(engine, database_url)
-        yield engine
-    finally:
-        await engine.dispose()

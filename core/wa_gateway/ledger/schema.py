@@ -1,5 +1,7 @@
 """The database's schema revision against this package's migrations.
 
+- `open_ledger`: what a process uses: its one engine, with the schema checked, disposed
+  of at the end (in the same cleanup context as the AMQP connection).
 - `upgrade`: apply the migrations (`wa-gateway db upgrade`); on PostgreSQL under an
   advisory lock, so two upgrades at once take turns.
 - `ensure_schema`: what every process does when it opens the ledger. SQLite (embedded,
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import UserError
-from .engine import DATABASE_ERRORS, unavailable
+from .engine import DATABASE_ERRORS, create_engine, unavailable
 from .urls import is_sqlite, safe_database_url, sqlite_path
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -124,6 +126,19 @@ async def ensure_schema(engine: AsyncEngine, database_url: str) -> None:
             f"{where} is at schema revision {current}, this wa-gateway needs {head()}: "
             "run `wa-gateway db upgrade`"
         )
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The process's engine, with the schema checked (SQLite: created and migrated;
+    PostgreSQL: stops with one line unless `wa-gateway db upgrade` ran); disposed of at
+    the end."""
+    engine = create_engine(database_url)
+    try:
+        await ensure_schema(engine, database_url)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def _refuse_unknown(current: str | None, database_url: str) -> None:
