@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml $(wildcard $(addsuffix /pyproject.toml,$(PLUG
 services:
 	@scripts/ensure-service.sh rabbitmq
 	@scripts/ensure-service.sh redis
+	@scripts/ensure-service.sh postgresql
 
 run: install
 	@scripts/ensure-service.sh rabbitmq
@@ -30,7 +31,8 @@ run: install
 	$(VENV)/bin/wa-gateway run
 
 # Unit tests need nothing but the venv (plugins' tests run against local fake APIs);
-# integration tests talk to the real RabbitMQ and Redis, which `services` makes sure of.
+# integration tests talk to the real RabbitMQ, Redis and PostgreSQL (the ledger's tests),
+# which `services` makes sure of.
 # pytest exit 5 means no test was collected: a broken set-up, never a success.
 UNIT_TESTS := tests/unit $(wildcard $(addsuffix /tests,$(PLUGINS)))
 PYTEST := $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Make sure a local service answers before `make run` / `make test` use it:
-#   scripts/ensure-service.sh rabbitmq|redis
-# It connects to the address from AMQP_URL / REDIS_URL (environment, then .env,
-# then the default); if nothing answers on this machine it starts the installed
+#   scripts/ensure-service.sh rabbitmq|redis|postgresql
+# It connects to the address from AMQP_URL / REDIS_URL / POSTGRES_TEST_URL (environment,
+# then .env, then the default; PostgreSQL is what the ledger's integration tests use); if nothing answers on this machine it starts the installed
 # server (with sudo when a system install needs root and you are not root), installs
 # it with apt-get when running as root on Debian/Ubuntu (saying so first and showing
 # apt's progress), or stops with one line on how to get one.
 #   scripts/ensure-service.sh rabbitmq-management
 # enables the management plugin of the local RabbitMQ and prints where the UI is, or
 # one line on why it is not enabled; it never fails `make run`.
-#   scripts/ensure-service.sh locate rabbitmq|redis
-# prints the path of the installed server, or fails when it is not installed.
+#   scripts/ensure-service.sh locate rabbitmq|redis|postgresql
+# prints the path of the installed server (PostgreSQL: Debian's pg_ctlcluster, which
+# starts its cluster), or fails when it is not installed.
 #
 # Debian installs rabbitmq-server and rabbitmq-plugins in /usr/sbin, which a non-root
 # PATH lacks; so besides PATH the sbin directories are searched
 # (ENSURE_SERVICE_SBIN_DIRS replaces their list).
 set -euo pipefail
-usage="usage: ensure-service.sh rabbitmq|redis|rabbitmq-management|locate SERVICE"
+usage="usage: ensure-service.sh rabbitmq|redis|postgresql|rabbitmq-management|locate SERVICE"
 service=${1:?$usage}
 sbin_dirs=${ENSURE_SERVICE_SBIN_DIRS-/usr/local/sbin /usr/sbin /sbin /usr/lib/rabbitmq/bin}
 
@@ -37,8 +38,13 @@ find_bin() {  # find_bin NAME: its path, from PATH or the sbin directories
   return 1
 }
 
-needs_sudo() {  # needs_sudo PATH: a system RabbitMQ (Debian's runs only as root or rabbitmq) while not root
-  [ "$(id -u)" != 0 ] && case $1 in /usr/*/rabbitmq*|/sbin/rabbitmq*) true ;; *) false ;; esac
+needs_sudo() {  # needs_sudo PATH: a system RabbitMQ (Debian's runs only as root or rabbitmq)
+  # or PostgreSQL cluster (root or postgres) while not root
+  [ "$(id -u)" != 0 ] && case $1 in
+    /usr/*/rabbitmq*|/sbin/rabbitmq*) true ;;
+    */pg_ctlcluster) [ "$(id -un)" != postgres ] ;;
+    *) false ;;
+  esac
 }
 
 one_line() {  # the first line that says what went wrong, without timestamps, at most 200 characters
@@ -51,6 +57,7 @@ one_line() {  # the first line that says what went wrong, without timestamps, at
 case $service in
   locate) target=${2:?$usage}
           case $target in rabbitmq) find_bin rabbitmq-server ;; redis) find_bin redis-server ;;
+            postgresql) find_bin pg_ctlcluster ;;
             *) echo "ensure-service: unknown service $target" >&2; exit 2 ;; esac
           exit ;;
   rabbitmq|rabbitmq-management)
@@ -58,6 +65,8 @@ case $service in
             package=rabbitmq-server ;;
   redis)    url=$(setting REDIS_URL redis://127.0.0.1:6379/0); default_port=6379
             package=redis-server ;;
+  postgresql) url=$(setting POSTGRES_TEST_URL postgresql://postgres@127.0.0.1:5432/postgres)
+            default_port=5432; package=postgresql; binary=pg_ctlcluster ;;
   *) echo "ensure-service: unknown service $service" >&2; exit 2 ;;
 esac
 
@@ -100,11 +109,12 @@ fi
 
 answers && exit 0
 if ! local_host; then
-  echo "$service at $host:$port does not answer; start it there or point ${url%%:*} settings at a running one" >&2
+  echo "$service at $host:$port does not answer; start it there or point its URL setting at a running one" >&2
   exit 1
 fi
 
-if ! server=$(find_bin "$package"); then
+binary=${binary:-$package}
+if ! server=$(find_bin "$binary"); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "$service is not installed: installing $package with apt-get (package lists, then a download that can take a few minutes)"
     export DEBIAN_FRONTEND=noninteractive
@@ -113,16 +123,21 @@ if ! server=$(find_bin "$package"); then
     apt-get install -y -q "$package" 2>&1 |
       sed -u -E '/^(Selecting previously unselected|Preparing to unpack|Unpacking|\(Reading database)/d; s/^/  /'
     answers && exit 0  # the package's own start-up was enough
-    server=$(find_bin "$package")
+    server=$(find_bin "$binary")
   else
-    echo "$service is not running and not installed; install it (sudo apt-get install -y $package) or run 'docker compose up -d'" >&2
+    case $service in
+      postgresql) other="or point POSTGRES_TEST_URL at a running PostgreSQL" ;;
+      *) other="or run 'docker compose up -d'" ;;
+    esac
+    echo "$service is not running and not installed; install it (sudo apt-get install -y $package) $other" >&2
     exit 1
   fi
 fi
 
 if needs_sudo "$server"; then
   if ! command -v sudo >/dev/null 2>&1; then
-    echo "$service is installed ($server) but not running, and only root can start it: as root, run $server -detached" >&2
+    how="$server -detached"; [ "$service" = postgresql ] && how="$server --skip-systemctl-redirect <version> main start"
+    echo "$service is installed ($server) but not running, and only root can start it: as root, run $how" >&2
     exit 1
   fi
   echo "starting the local $service server with sudo ($server; sudo may ask for your password)"
@@ -140,6 +155,18 @@ case $service in
     else
       start=("${as_root[@]}" "$server" -detached)
       if [ ${#as_root[@]} -eq 0 ]; then lenient=true; fi
+    fi ;;
+  postgresql)
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      start=("${as_root[@]}" systemctl start postgresql)
+    else
+      # Debian's clusters live in /etc/postgresql/<version>/<name>: the newest version's main
+      version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+      if [ -z "$version" ]; then
+        echo "postgresql is installed but has no cluster in /etc/postgresql; create one: sudo pg_createcluster --start <version> main" >&2
+        exit 1
+      fi
+      start=("${as_root[@]}" "$server" --skip-systemctl-redirect "$version" main start)
     fi ;;
   redis)
     start=("${as_root[@]}" "$server" --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no) ;;

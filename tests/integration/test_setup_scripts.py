@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ..conftest import sbin_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,6 +118,66 @@ def test_not_installed_is_one_line_with_an_apt_get_install_that_needs_no_answer(
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert "sudo apt-get install -y rabbitmq-server" in line
+
+
+def test_postgresql_is_located_by_debians_pg_ctlcluster():
+    expected = shutil.which("pg_ctlcluster", path=":".join((USER_PATH, *DEFAULT_SBIN_DIRS)))
+    result = run(ENSURE_SERVICE, "locate", "postgresql", PATH=USER_PATH)
+    assert result.returncode == (0 if expected else 1), result.stderr
+    assert result.stdout.strip() == (expected or "")
+
+
+def test_a_running_postgresql_is_enough():
+    result = run(ENSURE_SERVICE, "postgresql", PATH=USER_PATH)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_stopped_postgresql_is_started_with_pg_ctlcluster(tmp_path):
+    # A stand-in pg_ctlcluster records how it was called and "starts" a server: a
+    # listener on a free port, where the real one is left alone.
+    if not os.path.isdir("/etc/postgresql") or os.geteuid() != 0 or os.path.isdir("/run/systemd/system"):
+        pytest.skip("needs Debian's /etc/postgresql, root and no systemd (the path taken here)")
+    port = free_port()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    (tools / "pg_ctlcluster").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {calls}\n'
+        f"nohup {sys.executable} -c 'import socket, time; s = socket.socket(); "
+        f's.bind(("127.0.0.1", {port})); s.listen(); time.sleep(20)\' >/dev/null 2>&1 &\n'
+    )
+    (tools / "pg_ctlcluster").chmod(0o755)
+    result = run(
+        ENSURE_SERVICE, "postgresql", cwd=tmp_path, PATH=f"{tools}:{USER_PATH}",
+        POSTGRES_TEST_URL=f"postgresql://postgres@127.0.0.1:{port}/postgres",
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout
+    assert result.stdout == "starting the local postgresql server\n"
+    version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".") if p.isdigit()])[-1]
+    assert calls.read_text().split() == ["--skip-systemctl-redirect", version, "main", "start"]
+
+
+def test_postgresql_not_installed_is_one_line_with_apt_get(tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "timeout", "sed", "tail", "tr", "id", "seq", "sleep", "grep"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    result = run(
+        tools / "bash", ENSURE_SERVICE, "postgresql", cwd=tmp_path, PATH=str(tools),
+        ENSURE_SERVICE_SBIN_DIRS="", POSTGRES_TEST_URL="postgresql://postgres@127.0.0.1:1/postgres",
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "sudo apt-get install -y postgresql" in line
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_the_management_ui_is_announced_only_when_it_answers(tmp_path):
