@@ -1,5 +1,6 @@
 """Providers are separate distributions: the core wheel holds none, and installing a
-plugin wheel is all it takes for `wa-gateway providers` to list it.
+plugin wheel is all it takes for `wa-gateway providers` to list it. The core wheel
+carries the ledger's migrations: `wa-gateway db upgrade` works from it.
 
 The wheels are built from a copy of the work tree (no build artefacts land in it)
 with pip's isolated builds; dependencies come from the package index or pip's cache.
@@ -80,6 +81,14 @@ def test_core_wheel_contains_no_provider_plugin(core_wheel: Path) -> None:
     assert leaked == []
 
 
+def test_core_wheel_ships_the_ledger_migrations(core_wheel: Path) -> None:
+    """`wa-gateway db upgrade` runs from an installed wheel, without the repository."""
+    names = set(zipfile.ZipFile(core_wheel).namelist())
+    migrations = "wa_gateway/ledger/migrations"
+    assert {f"{migrations}/env.py", f"{migrations}/script.py.mako", "wa_gateway/ledger/alembic.ini"} <= names
+    assert any(name.startswith(f"{migrations}/versions/0001_") for name in names)
+
+
 @pytest.mark.slow
 def test_installing_the_watzap_wheel_adds_it_to_wa_gateway_providers(
     source_tree: Path, core_wheel: Path, tmp_path: Path
@@ -94,6 +103,9 @@ def test_installing_the_watzap_wheel_adds_it_to_wa_gateway_providers(
     core_only = _provider_names(venv)
     assert "log" in core_only
     assert "watzap" not in core_only
+    # the ledger's migrations come with the wheel (the working directory is the test's tmp_path)
+    upgraded = _run(venv / "bin" / "wa-gateway", "--env-file", "", "db", "upgrade", timeout=60)
+    assert "schema upgraded from empty to revision" in upgraded
 
     _run(*install, "--quiet", "--no-compile", plugin_wheel, timeout=300)
     assert _provider_names(venv) == core_only | {"watzap"}
