@@ -28,6 +28,7 @@ run: install
 	@if [ ! -f .env ]; then cp .env.example .env; echo "created .env from .env.example (log provider, alias 'logistic')"; fi
 	@scripts/ensure-service.sh rabbitmq-management
 	@echo "POST notifications to http://127.0.0.1:$${GATEWAY_PORT:-8080}/notify"
+	@$(VENV)/bin/wa-gateway db upgrade
 	$(VENV)/bin/wa-gateway run
 
 # Unit tests need nothing but the venv (plugins' tests run against local fake APIs);
