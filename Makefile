@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PLUGINS := plugins/watzap plugins/meta plugins/twilio
+PLUGINS := plugins/watzap plugins/meta plugins/twilio plugins/sentry
 PYTEST_ARGS ?=
 
 .PHONY: install services run test test-unit test-integration lint typecheck bench clean

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_PACKAGES = ("wa_gateway_watzap", "wa_gateway_meta", "wa_gateway_twilio")
+PLUGIN_PACKAGES = ("wa_gateway_watzap", "wa_gateway_meta", "wa_gateway_twilio", "wa_gateway_sentry")
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git",
     ".venv",

@@ -24,6 +24,8 @@ PROVIDER_SPECIFIC = {
     "TWILIO_FROM",
 }
 NOT_VARIABLES = {"group_aliases", "raw_env"}
+# Read by plugins that are not providers, from the environment (wa-gateway-sentry).
+PLUGIN_VARIABLES = {"SENTRY_DSN"}
 
 
 @pytest.fixture(autouse=True)
@@ -308,6 +310,7 @@ def test_every_variable_in_env_example_is_a_known_setting() -> None:
         for name in example_variables()
         if name not in settings_variables()
         and name not in PROVIDER_SPECIFIC
+        and name not in PLUGIN_VARIABLES
         and not re.fullmatch(r"WA_GROUP_[A-Z0-9_]+_ID", name)
         and not re.fullmatch(r"WA_CHANNELS|WA_CHANNEL_[A-Z0-9]+_[A-Z0-9_]+|WA_(GROUP|CONTACT)_[A-Z0-9_]+_CHANNEL", name)
         and not re.fullmatch(r"WA_CONTACT_[A-Z0-9_]+_NUMBER", name)  # read by channels.py, not Settings
