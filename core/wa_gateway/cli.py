@@ -27,6 +27,7 @@ from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Provider, ProviderConfigError
 from .services import Services
 from .settings import ConfigError, Settings, load_settings
+from .supervisor import serve_processes
 from .topology import TopologyMismatch
 from .worker import Worker
 
@@ -72,13 +73,18 @@ def _providers(services: Services) -> dict[str, Provider]:
     return providers
 
 
-async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: PluginSet | None = None) -> None:
-    """Run the gateway, the worker, or both, until SIGTERM/SIGINT; then stop cleanly."""
-    if serve and not settings.api_keys and not _is_loopback(settings.gateway_host):
+def _check_api_keys(settings: Settings) -> None:
+    if not settings.api_keys and not _is_loopback(settings.gateway_host):
         raise UserError(
             f"GATEWAY_API_KEYS is empty but GATEWAY_HOST={settings.gateway_host} is not loopback; "
             "set API keys or listen on 127.0.0.1"
         )
+
+
+async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: PluginSet | None = None) -> None:
+    """Run the gateway, the worker, or both, until SIGTERM/SIGINT; then stop cleanly."""
+    if serve:
+        _check_api_keys(settings)
     raise_fd_limit(settings.gateway_max_connections if serve or settings.wa_metrics_port else None)
     plugins = plugins if plugins is not None else make_plugin_manager()
     name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
@@ -212,7 +218,13 @@ def _parser(plugins: PluginSet) -> argparse.ArgumentParser:
         ("run", True, True, "gateway and worker in one process"),
     ):
         command = commands.add_parser(name, help=text)
-        command.set_defaults(handler=functools.partial(_run_process, serve=serve, work=work))
+        command.set_defaults(handler=functools.partial(_run_process, serve=serve, work=work), processes=None)
+        if name == "serve":
+            command.add_argument(
+                "--processes", type=_positive, metavar="N",
+                help="N gateway processes on one port under a parent that restarts them "
+                "(default: GATEWAY_PROCESSES, 1 = this process only)",
+            )
     send = commands.add_parser("send", help="queue one message")
     send.add_argument("--to", required=True, help="alias, or number/group id when raw targets are allowed")
     send.add_argument("--text", required=True)
@@ -257,7 +269,33 @@ def _dispatch(
 
 
 def _run_process(settings: Settings, args: argparse.Namespace, *, serve: bool, work: bool) -> int:
+    processes = args.processes or settings.gateway_processes
+    if serve and not work and processes > 1:
+        asyncio.run(_check_serve(settings, args.plugins))  # a mistake is one line, before any child
+        return serve_processes(
+            processes, host=settings.gateway_host, port=settings.gateway_port,
+            shutdown_timeout=settings.wa_shutdown_timeout, env_file=args.env_file,
+            verbose=args.verbose, log_json=args.log_json,
+        )
     return _run(run_process(settings, serve=serve, work=work, plugins=args.plugins))
+
+
+async def _check_serve(settings: Settings, plugins: PluginSet) -> None:
+    """What `serve` checks at start-up without connecting: run once by the parent of
+    `serve --processes N`, so a configuration mistake is one line, not one per child."""
+    _check_api_keys(settings)
+    for provider in _providers(_services(settings, plugins, "wa-gateway serve")).values():
+        await provider.close()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes >= 1, got {text!r}")
+    return value
 
 
 def _send(settings: Settings, args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_reuse_port: bool = False
     """Let several `serve` processes listen on one port (SO_REUSEPORT): one per core."""
+    gateway_processes: int = Field(1, ge=1, le=256)
+    """`serve` runs this many gateway processes on one port under a parent; 1 = no parent."""
     gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     gateway_rate_limit: float = Field(100.0, ge=0)
     """Requests per second per API key (per client address without keys); 0 turns it off."""
