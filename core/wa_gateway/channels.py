@@ -15,6 +15,7 @@ one ConfigError line naming the variable.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,8 @@ from .provider import ProviderConfig
 from .settings import Settings
 from .targets import InvalidTarget, normalise_phone
 
+log = logging.getLogger(__name__)
+
 DEFAULT = "default"
 LEGACY_FALLBACK = "fallback"
 CHANNEL_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
@@ -33,6 +36,10 @@ CHANNEL_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
 _CHANNEL_VARIABLE = re.compile(r"^WA_CHANNEL_([A-Z0-9]+)_(.+)$", re.IGNORECASE)
 _CONTACT_NUMBER = re.compile(r"^WA_CONTACT_([A-Z0-9_]+)_NUMBER$", re.IGNORECASE)
 _PIN = re.compile(r"^WA_(GROUP|CONTACT)_([A-Z0-9_]+)_CHANNEL$", re.IGNORECASE)
+_FIRST_RELEASE_SENDER = (
+    "WA_PROVIDER", "WA_API_KEY", "WA_API_URL", "WA_FALLBACK_PROVIDER", "WA_FALLBACK_API_KEY", "WA_FALLBACK_API_URL",
+)
+"""The first release's sender settings: with WA_CHANNELS they mean nothing (a warning says so)."""
 _OWN_SETTINGS = ("PROVIDER", "API_KEY", "API_URL", "SEND_RATE", "FALLBACK")
 
 
@@ -81,6 +88,10 @@ def read_channels(settings: Settings) -> ChannelPlan:
     env = {name.upper(): value for name, value in settings.raw_env.items()}
     names = _channel_names(env.get("WA_CHANNELS", ""))
     senders = _legacy(settings, env) if names is None else _named(settings, env, names)
+    ignored = [name for name in _FIRST_RELEASE_SENDER if names is not None and env.get(name, "").strip()]
+    if ignored:
+        log.warning("%s ignored: WA_CHANNELS names the senders (set WA_CHANNEL_<NAME>_* instead)",
+                    ", ".join(ignored))
     routable = tuple(name for name, sender in senders.items() if sender.queue)
     for sender in senders.values():
         if sender.fallback is not None and sender.fallback not in senders:

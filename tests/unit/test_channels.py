@@ -452,3 +452,21 @@ def test_serve_with_a_bad_channel_configuration_exits_2_with_one_line(case, serv
     assert lines[0].startswith("wa-gateway: error: "), lines[0]
     assert variable in lines[0]
     assert "secret-nope" not in lines[0] and "meta-token" not in lines[0]
+
+
+def test_first_release_sender_settings_beside_wa_channels_are_named_in_one_warning(caplog):
+    import logging
+
+    from wa_gateway.channels import read_channels
+    from wa_gateway.settings import load_settings
+
+    caplog.set_level(logging.WARNING, logger="wa_gateway.channels")
+    settings = load_settings(None, raw_env={
+        "WA_CHANNELS": "people", "WA_CHANNEL_PEOPLE_PROVIDER": "log",
+        "WA_PROVIDER": "meta", "WA_API_KEY": "secret-token-1234",
+    })
+    plan = read_channels(settings)
+    assert plan.routable == ("people",)
+    [record] = [r for r in caplog.records if r.name == "wa_gateway.channels"]
+    assert record.getMessage().startswith("WA_PROVIDER, WA_API_KEY ignored: WA_CHANNELS names the senders")
+    assert "secret-token-1234" not in record.getMessage()
