@@ -176,6 +176,7 @@ def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict
             api_url=_url(prefix, values.get("API_URL")),
             settings=provider_settings,
             api_key_variable=f"{prefix}API_KEY",
+            api_url_variable=f"{prefix}API_URL",
             setting_prefix=prefix,
         )
         senders[name] = Channel(

@@ -146,10 +146,12 @@ class HttpProvider(Provider):
 
     @property
     def base_url(self) -> str:
-        """WA_API_URL when set (tests point it at a fake), else the real API."""
+        """WA_API_URL (or the sender's own variable) when set, else the real API."""
         url = self.config.api_url or self.default_api_url
         if not url:
-            raise ProviderConfigError(f"WA_API_URL is not set; the {self.name} provider needs it")
+            raise ProviderConfigError(
+                f"{self.config.api_url_variable} is not set; the {self.name} provider needs it"
+            )
         return url.rstrip("/")
 
     @property

@@ -64,6 +64,8 @@ class ProviderConfig:
     settings: Mapping[str, str] = field(default_factory=dict)
     api_key_variable: str = "WA_API_KEY"
     """The variable `api_key` came from (WA_FALLBACK_API_KEY for the fallback provider)."""
+    api_url_variable: str = "WA_API_URL"
+    """The variable `api_url` came from, named when a provider without a default needs it."""
     setting_prefix: str = ""
     """Prefix of this sender's own variables (`WA_CHANNEL_PEOPLE_` for channel `people`),
     named in errors so the operator sets the right one."""

@@ -175,6 +175,7 @@ class Settings(BaseSettings):
             total_timeout=self.wa_provider_timeout,
             settings=self.raw_env,
             api_key_variable="WA_FALLBACK_API_KEY" if fallback else "WA_API_KEY",
+            api_url_variable="WA_FALLBACK_API_URL" if fallback else "WA_API_URL",
         )
 
 

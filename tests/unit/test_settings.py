@@ -345,3 +345,26 @@ def test_missing_fallback_api_key_is_reported_by_its_own_name(
     monkeypatch.delenv("WA_API_KEY")
     with pytest.raises(ProviderConfigError, match=r"^WA_API_KEY is not set"):
         load_settings(None).provider_config().require_api_key()
+
+
+def test_missing_api_url_is_reported_by_the_senders_own_variable() -> None:
+    from wa_gateway.channels import read_channels
+    from wa_gateway.http_provider import HttpProvider
+    from wa_gateway.provider import ProviderConfigError
+
+    class NoDefaultUrl(HttpProvider):
+        name = "nourl"
+
+        async def send(self, message):  # type: ignore[no-untyped-def]  # never called
+            raise AssertionError
+
+    settings = load_settings(None, wa_fallback_provider="log")
+    for config, variable in (
+        (settings.provider_config(), "WA_API_URL"),
+        (settings.provider_config(fallback=True), "WA_FALLBACK_API_URL"),
+    ):
+        with pytest.raises(ProviderConfigError, match=rf"^{variable} is not set; the nourl provider needs it$"):
+            _ = NoDefaultUrl(config).base_url
+    named = read_channels(load_settings(None, raw_env={"WA_CHANNELS": "people", "WA_CHANNEL_PEOPLE_PROVIDER": "log"}))
+    with pytest.raises(ProviderConfigError, match=r"^WA_CHANNEL_PEOPLE_API_URL is not set"):
+        _ = NoDefaultUrl(named.channel("people").config).base_url
