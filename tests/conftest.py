@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from wa_gateway import hookimpl
 from wa_gateway.channels import read_channels
 from wa_gateway.errors import ConfigError
 from wa_gateway.gateway import SERVER_OPTIONS, make_app
+from wa_gateway.logs import CONNECTION_LOGGERS
 from wa_gateway.models import Notification
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 from wa_gateway.provider import Capabilities, Provider, ProviderConfig, Receipt
@@ -382,3 +385,34 @@ def sbin_tool(name: str) -> str:
     import shutil
 
     return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_DIRS)) or name
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """cli.main configures logging for the whole process; give the next test it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in CONNECTION_LOGGERS}
+    yield
+    root.handlers = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+def communicate_all(
+    running: dict[str, tuple[list[str], subprocess.Popen[str]]], timeout: float
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Wait for processes started together (each spends a second importing); whatever is
+    still running when the test gives up is killed."""
+    done = {}
+    try:
+        for name, (command, process) in running.items():
+            stdout, stderr = process.communicate(timeout=timeout)
+            done[name] = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    finally:
+        for _, process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return done

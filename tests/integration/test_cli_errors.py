@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ..conftest import communicate_all
+
 TIMEOUT = 30
 # A log record as cli._configure_logging formats it: "2024-01-01 12:00:00,123 INFO name: …"
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO) \S+: ")
@@ -65,17 +67,7 @@ def results(
             text=True,
         )
         running[name] = (command, process)
-    done = {}
-    try:
-        for name, (command, process) in running.items():
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
-            done[name] = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    finally:
-        for _, process in running.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return done
+    return communicate_all(running, TIMEOUT)
 
 
 def only_stderr_line(result: subprocess.CompletedProcess[str]) -> str:

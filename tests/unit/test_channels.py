@@ -26,6 +26,8 @@ from wa_gateway.services import Services
 from wa_gateway.settings import Settings, load_settings
 from wa_gateway.topology import Topology
 
+from ..conftest import communicate_all
+
 LOGISTIC = "120363195657916590@g.us"
 PURCHASE = "120363195657916591@g.us"
 BUDI = "+6281234567890"
@@ -429,17 +431,7 @@ def serve_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subproc
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         running[name] = (command, process)
-    done = {}
-    try:
-        for name, (command, process) in running.items():
-            stdout, stderr = process.communicate(timeout=60)
-            done[name] = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    finally:
-        for _, process in running.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return done
+    return communicate_all(running, 60)
 
 
 @pytest.mark.parametrize("case", [*CLI_CASES, *LEGACY_CLI_CASES])

@@ -4,10 +4,8 @@ Redis; credentials never printed. (The breaker read from Redis: tests/integratio
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ import pytest
 
 from wa_gateway import cli, hookimpl
 from wa_gateway.commands.channels import BreakerReport, channels_table, read_breakers
-from wa_gateway.logs import CONNECTION_LOGGERS
 from wa_gateway.models import Notification
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 from wa_gateway.provider import Capabilities, Provider, Receipt
@@ -198,18 +195,6 @@ def test_breakers_reported_to_the_store_are_shown_by_channel(tmp_path: Path, plu
     assert field(section(text, "groups"), "breaker") == "open (failures in a row: 5, probe in 20 s, reported 10 s ago)"
     assert field(section(text, "people"), "breaker").startswith("closed as far as known")
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """cli.main configures logging for the whole process; give the next test it back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in CONNECTION_LOGGERS}
-    yield
-    root.handlers = handlers
-    root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
 
 
 def test_the_command_runs_without_rabbitmq_and_prints_no_secret(

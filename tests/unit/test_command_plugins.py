@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from wa_gateway import UserError, cli, hookimpl
-from wa_gateway.logs import CONNECTION_LOGGERS
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 
 BUILT_IN_COMMANDS = {"providers", "events", "status", "channels", "dlq", "db"}
@@ -35,18 +32,6 @@ def command_names(plugins: PluginSet) -> set[str]:
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return set(commands.choices)
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """cli.main configures logging for the whole process; give the next test it back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in CONNECTION_LOGGERS}
-    yield
-    root.handlers = handlers
-    root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
 
 
 @pytest.fixture
