@@ -71,11 +71,6 @@ class Services:
         """Seconds closing may wait for RabbitMQ; a stopping process sets what its
         shutdown deadline leaves."""
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """The first routable channel's (with one channel: the configured provider's)."""
-        return self.channel_capabilities[self.channels.routable[0]]
-
     def _capabilities(self, sender: Channel) -> Capabilities:
         try:
             return self.plugins.capabilities(sender.provider)

@@ -260,9 +260,6 @@ class RedisStore:
         raw = await self._call(self._redis.hgetall(f"{self.prefix}:breakers"))
         return {_text(name): json.loads(value) for name, value in raw.items()}
 
-    async def ping(self) -> None:
-        await self._call(asyncio.wait_for(self._redis.ping(), 5))
-
     async def close(self) -> None:
         if self._probe is not None:
             self._probe.cancel()

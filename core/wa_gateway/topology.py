@@ -63,11 +63,6 @@ class Topology:
         """Name of the fanout dead-letter exchange and of its queue."""
         return f"{self.prefix}.dead"
 
-    @property
-    def retry_queues(self) -> tuple[str, ...]:
-        """The `default` channel's retry tiers."""
-        return self.retry_queues_of(DEFAULT_CHANNEL)
-
     def work_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",

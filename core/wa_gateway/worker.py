@@ -87,10 +87,6 @@ class Worker:
         """The first channel's consumer (with one channel: the only one)."""
         return next(iter(self.consumers.values()))
 
-    @property
-    def delivery(self) -> Delivery:
-        return next(iter(self.deliveries.values()))
-
     def _route(self, channel: str, provider: Provider) -> Route:
         sender = self.services.channels.senders.get(channel)
         inherited, declared = self.services.settings.wa_send_rate, provider.capabilities.send_rate
