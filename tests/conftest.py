@@ -79,7 +79,7 @@ async def delete_topology(topology: Topology) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
-        for name in topology.all_queues():
+        for name in (*topology.all_queues(), topology.ledger_queue):
             await channel.queue_delete(name)
         for name in (topology.work, topology.dead):
             await channel.exchange_delete(name)
@@ -272,7 +272,7 @@ def topology_of(settings: Settings) -> Topology:
         channels = read_channels(settings).routable
     except ConfigError:  # a test of a wrong channel setting declares nothing
         channels = ("default",)
-    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix, channels)
+    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix, channels, settings.wa_ledger)
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

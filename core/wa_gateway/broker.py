@@ -17,7 +17,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from .topology import Topology, TopologyMismatch, declare_topology
+from .topology import Topology, TopologyMismatch, declare_topology, unbind_unused_ledger
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class Broker:
             try:
                 async with connection.channel() as channel:
                     await declare_topology(channel, self.topology)
+                if await unbind_unused_ledger(connection, self.topology):
+                    log.warning("WA_LEDGER is off: %s no longer gets copies of new notifications; "
+                                "delete it once nothing in it is wanted", self.topology.ledger_queue)
             except TopologyMismatch as exc:
                 self.failure = exc
                 await connection.close()

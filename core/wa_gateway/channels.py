@@ -137,13 +137,16 @@ def _legacy(settings: Settings, env: Mapping[str, str]) -> dict[str, Channel]:
     fallback = settings.wa_fallback_provider
     senders = {
         DEFAULT: Channel(
-            DEFAULT, settings.wa_provider, settings.provider_config(), settings.wa_send_rate,
+            DEFAULT, settings.wa_provider, replace(settings.provider_config(), webhook_url=settings.webhook_url(DEFAULT)),
+            settings.wa_send_rate,
             LEGACY_FALLBACK if fallback else None,
         )
     }
     if fallback:
         senders[LEGACY_FALLBACK] = Channel(
-            LEGACY_FALLBACK, fallback, settings.provider_config(fallback=True), settings.wa_send_rate,
+            LEGACY_FALLBACK, fallback,
+            replace(settings.provider_config(fallback=True), webhook_url=settings.webhook_url(LEGACY_FALLBACK)),
+            settings.wa_send_rate,
             queue=False,
         )
     return senders
@@ -178,6 +181,7 @@ def _named(settings: Settings, env: Mapping[str, str], names: list[str]) -> dict
             api_key_variable=f"{prefix}API_KEY",
             api_url_variable=f"{prefix}API_URL",
             setting_prefix=prefix,
+            webhook_url=settings.webhook_url(name),
         )
         senders[name] = Channel(
             name, provider, config, _rate(prefix, values.get("SEND_RATE")),

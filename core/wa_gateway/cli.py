@@ -90,6 +90,7 @@ async def run_process(settings: Settings, *, serve: bool, work: bool, plugins: P
     name = "wa-gateway " + "+".join(p for p, on in (("serve", serve), ("worker", work)) if on)
     services = _services(settings, plugins, name, serves_http=serve)
     providers = _providers(services)
+    await services.check_ledger()
     if not work:
         for provider in providers.values():
             await provider.close()

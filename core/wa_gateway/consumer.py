@@ -66,9 +66,10 @@ class Consumer:
         return self._consumer_tag is None
 
     def wanted_prefetch(self) -> int:
-        """Full while a breaker is closed, 1 for a half-open probe, 0 while all are open."""
+        """Full while a breaker is closed (or there are none), 1 for a half-open probe,
+        0 while all are open."""
         states = {breaker.state for breaker in self.breakers}
-        if BreakerState.CLOSED in states:
+        if not states or BreakerState.CLOSED in states:
             return self.prefetch
         if BreakerState.HALF_OPEN in states:
             return 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,9 +21,11 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .api_errors import ApiError, unavailable
+from .app_keys import SERVICES, STOPPING
 from .broker import BrokerUnavailable, PublishUncertain
 from .compose import InvalidNotification, build_notifications, parse_request
 from .http_body import MAX_BODY, expect_continue, read_json_object
+from .http_ledger import get_notifications, get_notify
 from .http_middlewares import (
     API_KEY,
     RateLimits,
@@ -33,6 +34,7 @@ from .http_middlewares import (
     make_metrics_middleware,
     make_rate_limit_middleware,
 )
+from .http_webhooks import WEBHOOK_PROVIDERS, WebhookProviders, webhook
 from .idempotency import IdempotentRequest, KeyReused, StillPending, valid_key
 from .logs import bind_notification
 from .models import DeliveryStatus, Notification, Queued
@@ -44,8 +46,6 @@ log = logging.getLogger(__name__)
 SERVER_OPTIONS = {"auto_decompress": False}
 """aiohttp server options the gateway needs: it inflates bodies itself (http_body._inflate)."""
 
-SERVICES = web.AppKey("services", Services)
-STOPPING = web.AppKey("stopping", dict)
 
 
 class QueueDepths:
@@ -176,14 +176,6 @@ async def _publish_all(services: Services, notifications: list[Notification]) ->
     raise errors[0]
 
 
-async def get_notify(request: web.Request) -> web.Response:
-    notification_id = request.match_info["id"]
-    status = await request.app[SERVICES].store.get_status(notification_id)  # 503 while the store is down
-    if status is None:
-        raise ApiError(404, "not_found", f"no notification with id {notification_id!r}")
-    return web.json_response(json.loads(status.model_dump_json(exclude_none=True)))
-
-
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = services.metrics.render(
@@ -243,13 +235,22 @@ def _base_app(services: Services, middlewares: list[Middleware]) -> web.Applicat
 def make_app(services: Services) -> web.Application:
     """The gateway application; `services` are opened and closed with it."""
     settings = services.settings
-    middlewares: list[Middleware] = [make_auth_middleware(settings.api_keys)]
+    middlewares: list[Middleware] = [make_auth_middleware(settings.api_keys, ("/notify", "/notifications"))]
     if settings.gateway_rate_limit > 0:
         limits = RateLimits(settings.gateway_rate_limit, settings.gateway_rate_burst)
         middlewares.append(make_rate_limit_middleware(limits))
     app = _base_app(services, middlewares)
     app.router.add_post("/notify", post_notify, expect_handler=expect_continue)
     app.router.add_get("/notify/{id}", get_notify)
+    app.router.add_get("/notifications", get_notifications)
+    app[WEBHOOK_PROVIDERS] = WebhookProviders(services)
+    app.router.add_route("GET", "/webhooks/{channel}", webhook)
+    app.router.add_route("POST", "/webhooks/{channel}", webhook)
+
+    async def close_webhook_providers(app: web.Application) -> None:
+        await app[WEBHOOK_PROVIDERS].close()
+
+    app.on_cleanup.append(close_webhook_providers)
     app.router.add_get("/openapi.json", openapi)
     return app
 

@@ -91,7 +91,7 @@ def key_matches(token: str, keys: Sequence[str]) -> bool:
     return matched
 
 
-def make_auth_middleware(keys: Sequence[str], guarded: str = "/notify") -> Middleware:
+def make_auth_middleware(keys: Sequence[str], guarded: str | tuple[str, ...] = "/notify") -> Middleware:
     """The keys (GATEWAY_API_KEYS) guard paths under `guarded`; probes and metrics stay
     open. Without keys nothing is guarded: the gateway then listens on loopback only."""
     keys = list(keys)

@@ -50,6 +50,24 @@ class Metrics:
         self.status_pending = Gauge(
             "wa_status_pending", "Status updates waiting in memory for the store to come back", registry=r
         )
+        self.failed = Counter(
+            "wa_messages_failed", "Messages the provider accepted, then reported undeliverable (a receipt)",
+            ["channel", "code"], registry=r,
+        )
+        self.receipts = Counter(
+            "wa_receipts", "Provider receipts taken by the webhooks", ["channel", "status"], registry=r
+        )
+        self.ledger_written = Counter(
+            "wa_ledger_changes_written", "Status changes recorded in the ledger's database", registry=r
+        )
+        self.ledger_up = Gauge(
+            "wa_ledger_up", "1 while the ledger's database takes writes, 0 while changes wait in RabbitMQ",
+            registry=r,
+        )
+        self.ledger_lag = Histogram(
+            "wa_ledger_lag_seconds", "From a status change to its row in the ledger",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.store_up = Gauge("wa_store_up", "1 while the status store answers, 0 while it is down", registry=r)
         self.broker_blocked = Gauge(
             "wa_broker_blocked", "1 while RabbitMQ blocks this process's publishes (a resource alarm)",

@@ -18,11 +18,12 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from .broker import BrokerUnavailable
 from .delivery import Route
+from .ledger_feed import change_of
 from .metrics import Metrics
 from .models import DeliveryStatus, Notification
 from .observers import Observers
 from .provider import Receipt
-from .publisher import Publisher, header_int
+from .publisher import REPLAYED_AT, Publisher, header_int
 from .resilience import Failure, pick_retry_tier
 from .status_recorder import StatusRecorder
 from .topology import Topology
@@ -36,6 +37,13 @@ MOVE_RETRY_MAX = 10.0
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def generation_of(message: AbstractIncomingMessage) -> str:
+    """Which life of the message this is: "" for the first, the replay's time after a
+    dead letter was replayed (its attempts count from 0 again)."""
+    replayed = (message.headers or {}).get(REPLAYED_AT)
+    return "" if replayed is None else str(replayed)
 
 
 def attempts_of(message: AbstractIncomingMessage) -> int:
@@ -61,16 +69,21 @@ class Outcomes:
 
     async def delivered(self, message: AbstractIncomingMessage, notification: Notification, receipt: Receipt) -> None:
         """Record `sent` before the ack, so a redelivered copy is recognised."""
+        attempts = attempts_of(message) + 1
         await self.status.record(
             DeliveryStatus(
                 id=notification.id,
                 status="sent",
-                attempts=attempts_of(message) + 1,
+                attempts=attempts,
                 provider=receipt.provider,
                 provider_message_id=receipt.provider_message_id,
                 sent_at=now(),
                 updated_at=now(),
-            )
+            ),
+            change_of(
+                notification, "sent", attempt=attempts, generation=generation_of(message),
+                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+            ),
         )
         await message.ack()
         log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
@@ -112,9 +125,7 @@ class Outcomes:
             return
         delay = self.topology.retry_delays[tier]
         retry_queue = self.topology.retry_queues_of(channel)[tier]
-        if not await self.move(message, headers, exchange="", routing_key=retry_queue):
-            return
-        self.metrics.retried.labels(channel, provider, failure.provider_code or "").inc()
+        # recorded before the move: once the message is acked, its change must be in RabbitMQ
         await self.status.record(
             DeliveryStatus(
                 id=notification.id,
@@ -124,8 +135,15 @@ class Outcomes:
                 provider=provider,
                 reason=failure.reason,
                 updated_at=now(),
-            )
+            ),
+            change_of(
+                notification, "retrying", attempt=attempts, generation=generation_of(message),
+                provider=provider, code=failure.provider_code, message=failure.reason[:2000],
+            ),
         )
+        if not await self.move(message, headers, exchange="", routing_key=retry_queue):
+            return
+        self.metrics.retried.labels(channel, provider, failure.provider_code or "").inc()
 
     async def dead_letter(
         self,
@@ -146,14 +164,8 @@ class Outcomes:
             "x-first-failed-at": headers.get("x-first-failed-at") or now().isoformat(),
             "x-dead-at": now().isoformat(),
         })
-        if not await self.move(message, headers, exchange=self.topology.dead, routing_key=""):
-            return
-        log.warning("message %s dead-lettered: %s", message.message_id, reason)
-        self.metrics.dead.labels(
-            str(headers.get("x-channel", "")), str(headers.get("x-provider", "")), kind,
-            str(headers.get("x-provider-code", "")),
-        ).inc()
-        if notification is not None:
+        if notification is not None:  # recorded before the move, as in `failed`
+            code = headers.get("x-provider-code")
             await self.status.record(
                 DeliveryStatus(
                     id=notification.id,
@@ -162,8 +174,20 @@ class Outcomes:
                     provider=headers.get("x-provider"),
                     reason=reason,
                     updated_at=now(),
-                )
+                ),
+                change_of(
+                    notification, "dead", attempt=attempts, generation=generation_of(message),
+                    provider=headers.get("x-provider"), code=None if code is None else str(code),
+                    message=reason[:2000],
+                ),
             )
+        if not await self.move(message, headers, exchange=self.topology.dead, routing_key=""):
+            return
+        log.warning("message %s dead-lettered: %s", message.message_id, reason)
+        self.metrics.dead.labels(
+            str(headers.get("x-channel", "")), str(headers.get("x-provider", "")), kind,
+            str(headers.get("x-provider-code", "")),
+        ).inc()
         self.observers.notify("message_dead_lettered", message=notification, reason=reason, headers=headers)
 
     async def move(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -69,6 +70,15 @@ class ProviderConfig:
     setting_prefix: str = ""
     """Prefix of this sender's own variables (`WA_CHANNEL_PEOPLE_` for channel `people`),
     named in errors so the operator sets the right one."""
+    webhook_url: str | None = None
+    """Where the provider reaches this channel's receipts webhook from the internet
+    (GATEWAY_PUBLIC_URL + `/webhooks/<channel>`); None when GATEWAY_PUBLIC_URL is unset.
+    A provider that asks for status callbacks per message (Twilio's StatusCallback)
+    sends this; it is also the URL a signature over the URL is computed with."""
+
+    def setting(self, name: str) -> str | None:
+        """A provider-specific setting, or None when it is unset or empty."""
+        return self.settings.get(name, "").strip() or None
 
     def require(self, name: str) -> str:
         """Return a provider-specific setting or stop start-up with one clear line."""
@@ -132,6 +142,81 @@ class PermanentError(ProviderError):
     """Never retry: the same request would fail the same way (bad number, bad key …)."""
 
 
+RECEIPT_STATUSES = ("sent", "delivered", "read", "failed")
+"""What a provider can report about a message it accepted."""
+
+
+@dataclass(frozen=True)
+class ProviderReceipt:
+    """One status report from the provider about a message it accepted earlier."""
+
+    provider_message_id: str
+    """The id the provider gave in the send's Receipt (Meta's wamid, Twilio's SM… sid)."""
+    status: str
+    """One of RECEIPT_STATUSES."""
+    at: datetime | None = None
+    """When the provider says it happened (aware, UTC); None: when it arrived."""
+    code: str | None = None
+    """The provider's error code for a `failed` (Meta 131047, Twilio 63016 …)."""
+    message: str | None = None
+    """The provider's words for that error."""
+
+
+@dataclass(frozen=True)
+class LateFailure:
+    """A message the provider accepted and later reported undeliverable (a `failed`
+    receipt), as the ledger recorded it: what the `message_failed` hook observes.
+    No phone number and no message text: safe to send to an error tracker."""
+
+    notification_id: str
+    channel: str
+    provider: str
+    provider_message_id: str
+    code: str | None
+    """The provider's code (Meta 131047, Twilio 63016 …)."""
+    message: str | None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An HTTP request to `/webhooks/<channel>`, as the provider sent it."""
+
+    method: str
+    url: str
+    """The URL the provider called: GATEWAY_PUBLIC_URL + the path and query when set
+    (what a signature over the URL covers behind a proxy), else the request's own."""
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    """The raw body, at most 64 KiB: signatures are computed over these bytes."""
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """What to answer the provider, and the receipts the request carried.
+
+    The gateway records `receipts` (durably, before answering) and answers `status`
+    with `text` (Meta's verification handshake echoes a challenge)."""
+
+    receipts: tuple[ProviderReceipt, ...] = ()
+    status: int = 200
+    text: str = ""
+    content_type: str = "text/plain"
+
+
+class WebhookRejected(Exception):
+    """The request is not the provider's (401: bad or missing signature, wrong verify
+    token) or not readable (400); the gateway answers `status` with `detail` and records
+    nothing."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        if status not in (400, 401, 403, 404, 405, 415):
+            raise ValueError(f"a webhook is rejected with 400, 401, 403, 404, 405 or 415, not {status}")
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
 class Provider(abc.ABC):
     """Base class of every provider. Subclasses set `name` and `capabilities`.
 
@@ -151,6 +236,22 @@ class Provider(abc.ABC):
 
         Called only with messages `capabilities` allow: no need to check them again.
         """
+
+    @property
+    def accepts_webhooks(self) -> bool:
+        """True when this channel's settings let `handle_webhook` verify a request (its
+        secret is set). False: `/webhooks/<channel>` answers 404."""
+        return False
+
+    def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Verify a request to `/webhooks/<channel>` and read the receipts in it.
+
+        Raise WebhookRejected for a bad signature (401) or an unreadable body (400);
+        never anything else for what the internet sends. Called only when
+        `accepts_webhooks` is True, in the gateway process, without I/O: verify with the
+        channel's secret, parse, return.
+        """
+        raise WebhookRejected(404, f"provider {self.name!r} takes no webhooks")
 
     async def close(self) -> None:  # noqa: B027 - optional: most providers hold nothing
         """Release connections; called once when the process stops."""

@@ -23,6 +23,10 @@ from .models import Notification
 log = logging.getLogger(__name__)
 
 
+REPLAYED_AT = "x-replayed-at"
+"""Header of a replayed dead letter: when it was replayed (its new life's name)."""
+
+
 def header_int(headers: Mapping[str, Any] | None, name: str) -> int:
     """An integer header such as `x-attempts`; 0 when absent or not a number."""
     value = (headers or {}).get(name)

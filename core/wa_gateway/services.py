@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .broker import Broker
 from .channels import Channel, ChannelPlan, read_channels
 from .errors import ConfigError
 from .events import EventCatalog
+from .ledger.engine import LedgerUnavailable, create_engine
+from .ledger.schema import SchemaMismatch, ensure_schema
 from .metrics import Metrics
 from .plugins import PluginSet, UnknownProvider, make_plugin_manager
 from .provider import Capabilities
@@ -24,6 +29,8 @@ from .resilience import CircuitBreaker
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
 from .topology import Topology
+
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -54,6 +61,7 @@ class Services:
             retry_delays=tuple(settings.wa_retry_delays),
             prefix=settings.wa_queue_prefix,
             channels=self.channels.routable,
+            ledger=settings.wa_ledger,
         )
         self.broker = Broker(
             settings.amqp_url, self.topology, name=connection_name, alarm_probe_interval=1.0 if serves_http else 0
@@ -64,6 +72,10 @@ class Services:
         )
         self.breakers: dict[str, CircuitBreaker] = {}
         self.metrics = Metrics()
+        self.ledger: AsyncEngine | None = create_engine(settings.database_url) if settings.wa_ledger else None
+        """The ledger's engine (WA_LEDGER on): the gateway reads it, the worker's writer
+        writes it. It connects on first use; `check_ledger` checks the schema at start."""
+        self.ledger_checked = False
         self._background: set[asyncio.Task[None]] = set()
         self._users = 0
         self._lock = asyncio.Lock()
@@ -114,6 +126,22 @@ class Services:
                         f"{event.channel!r} ({provider}) {refusal}"
                     )
 
+    async def check_ledger(self) -> None:
+        """At start: SQLite is created and migrated; a PostgreSQL schema this release
+        cannot use stops the process (SchemaMismatch, one line). A database that does not
+        answer is not a reason to stop: acceptance and delivery go on, and status changes
+        wait in RabbitMQ until it answers (the writer checks the schema then)."""
+        if self.ledger is None:
+            return
+        try:
+            await ensure_schema(self.ledger, self.settings.database_url)
+        except SchemaMismatch:
+            raise
+        except LedgerUnavailable as exc:
+            log.warning("%s; status changes wait in RabbitMQ until it answers", exc)
+            return
+        self.ledger_checked = True
+
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Services]:
         """Open on first use, close after the last user leaves."""
@@ -130,6 +158,8 @@ class Services:
                     await self.publisher.close(min(self.close_timeout, 2.0))
                     await self.broker.close(self.close_timeout)
                     await self.store.close()
+                    if self.ledger is not None:
+                        await self.ledger.dispose()
                     for task in list(self._background):
                         task.cancel()
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     """The ledger: sqlite:///<path> (default, in the working directory) or postgresql://…"""
     wa_ledger_retention_days: int = Field(90, ge=1)
     """`wa-gateway db prune` deletes notifications older than this many days."""
+    wa_ledger: bool = True
+    """Keep every notification's life in the ledger; false turns writing and the
+    ledger's endpoints off (statuses then live in the store only)."""
+    gateway_public_url: str | None = None
+    """The gateway's address as providers reach it from the internet (https://…): the
+    receipts webhooks are GATEWAY_PUBLIC_URL + /webhooks/<channel>."""
 
     group_aliases: dict[str, str] = Field(default_factory=dict, repr=False)
     """alias -> group id, from WA_GROUP_<NAME>_ID (filled by load_settings)."""
@@ -108,6 +114,22 @@ class Settings(BaseSettings):
         if not value or any(delay <= 0 for delay in value):
             raise ValueError("every delay must be a positive number of seconds")
         return value
+
+    @field_validator("gateway_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("expected the gateway's public address, like https://wa.example.com")
+        return value.strip().rstrip("/")
+
+    def webhook_url(self, channel: str) -> str | None:
+        """Where the provider of `channel` sends its receipts; None without GATEWAY_PUBLIC_URL."""
+        if self.gateway_public_url is None:
+            return None
+        return f"{self.gateway_public_url}/webhooks/{channel}"
 
     @field_validator("amqp_url")
     @classmethod

@@ -1,5 +1,9 @@
 """The worker's one place for delivery status: write it, and ask "was this already sent?".
 
+Each status goes two ways: to the store (Redis: the quick "already sent?" check and the
+status right after the 202) and, as a StatusChange through `wa.ledger`, to the ledger's
+database (the status of record, with its timeline).
+
 The store (Redis) may be down. Delivery never waits for it:
 - a status that cannot be written is kept (the latest per notification, bounded) and
   written when the store is back, so the ack is never held up and nothing is lost
@@ -18,6 +22,8 @@ import contextlib
 import logging
 from collections import OrderedDict
 
+from .ledger.changes import StatusChange
+from .ledger_feed import LedgerFeed
 from .metrics import Metrics
 from .models import DeliveryStatus
 from .store import Store, StoreUnavailable
@@ -31,9 +37,10 @@ PENDING_LIMIT = 50_000
 
 
 class StatusRecorder:
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics, feed: LedgerFeed | None = None) -> None:
         self.store = store
         self.metrics = metrics
+        self.feed = feed
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._pending: OrderedDict[str, DeliveryStatus] = OrderedDict()
         self._dropped = 0
@@ -49,8 +56,16 @@ class StatusRecorder:
             return False
         return status is not None and status.status == "sent"
 
-    async def record(self, status: DeliveryStatus) -> None:
-        """Write a status now, or keep it for when the store is back; never raises for an outage."""
+    async def record(self, status: DeliveryStatus, change: StatusChange | None = None) -> None:
+        """Write a status to the store (now, or kept for when it is back) and publish
+        its `change` for the ledger, at once; never raises for an outage. Returns once
+        RabbitMQ confirmed the change: then the message it describes may be acked."""
+        if change is not None and self.feed is not None and self.feed.enabled:
+            await asyncio.gather(self._write(status), self.feed.publish(change))
+        else:
+            await self._write(status)
+
+    async def _write(self, status: DeliveryStatus) -> None:
         if status.status == "sent":
             self._recent[status.id] = None
             self._recent.move_to_end(status.id)

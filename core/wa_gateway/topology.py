@@ -12,7 +12,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 DELIVERY_LIMIT = 20
 """Deliveries after which a message that keeps crashing workers goes to the dead queue."""
@@ -41,6 +41,8 @@ class Topology:
     retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
     prefix: str = "wa"
     channels: tuple[str, ...] = (DEFAULT_CHANNEL,)
+    ledger: bool = False
+    """Declare `wa.ledger`, the queue of status changes on their way to the database."""
 
     @property
     def work(self) -> str:
@@ -62,6 +64,16 @@ class Topology:
     def dead(self) -> str:
         """Name of the fanout dead-letter exchange and of its queue."""
         return f"{self.prefix}.dead"
+
+    @property
+    def ledger_queue(self) -> str:
+        """Status changes waiting for the ledger's database: bound to the work exchange
+        with every channel's routing key, it also gets a copy of each notification the
+        gateway publishes, under the same publisher confirm."""
+        return f"{self.prefix}.ledger"
+
+    def ledger_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"}
 
     def work_arguments(self) -> dict[str, Any]:
         return {
@@ -85,7 +97,7 @@ class Topology:
         }
 
     def all_queues(self) -> tuple[str, ...]:
-        queues = [self.dead]
+        queues = [self.dead, *([self.ledger_queue] if self.ledger else [])]
         for channel in self.channels:
             queues += [self.work_queue(channel), *self.retry_queues_of(channel)]
         return tuple(sorted(queues, key=lambda name: (name != self.work, name)))
@@ -108,9 +120,35 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
             await work_queue.bind(work_exchange, routing_key=name)
             for retry, delay in zip(topology.retry_queues_of(sender), topology.retry_delays, strict=True):
                 await channel.declare_queue(retry, durable=True, arguments=topology.retry_arguments(delay, sender))
+        if topology.ledger:
+            ledger = await channel.declare_queue(
+                topology.ledger_queue, durable=True, arguments=topology.ledger_arguments()
+            )
+            for sender in topology.channels:
+                await ledger.bind(work_exchange, routing_key=topology.work_queue(sender))
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyMismatch(_precondition_text(exc)) from None
     return work_exchange
+
+
+async def unbind_unused_ledger(connection: AbstractConnection, topology: Topology) -> bool:
+    """With the ledger off, a `wa.ledger` left from when it was on would keep a copy of
+    every notification for a reader that never comes: cut its bindings (its content
+    stays, for an operator to look at). True when there were bindings to cut."""
+    if topology.ledger:
+        return False
+    channel = await connection.channel()
+    try:
+        try:
+            queue = await channel.declare_queue(topology.ledger_queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False  # there is none: the usual case
+        for sender in topology.channels:
+            await queue.unbind(topology.work, routing_key=topology.work_queue(sender))
+        return True
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 def _precondition_text(exc: Exception) -> str:

@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from .channels import DEFAULT, LEGACY_FALLBACK
 from .consumer import Consumer
 from .delivery import Delivery, Failed, NoRouteNow, Route, Sent, Unservable
+from .ledger_feed import LedgerFeed
+from .ledger_writer import LedgerWriter
 from .logs import bind_notification
 from .models import Notification
 from .observers import Observers
@@ -60,11 +62,14 @@ class Worker:
         else:
             fallbacks = {name: s.fallback for name, s in plan.senders.items() if s.fallback}
         routes = {name: self._route(name, p) for name, p in providers.items()}
-        self.status = StatusRecorder(services.store, services.metrics)
+        self.status = StatusRecorder(
+            services.store, services.metrics, LedgerFeed(services.publisher, services.topology)
+        )
         self.observers = Observers(services.plugins.manager)
         self.outcomes = Outcomes(
             services.publisher, services.topology, services.metrics, self.status, self.observers
         )
+        self.ledger = LedgerWriter(services, self.observers) if services.ledger is not None else None
         self.deliveries: dict[str, Delivery] = {}
         self.consumers: dict[str, Consumer] = {}
         for name in plan.routable:
@@ -98,6 +103,8 @@ class Worker:
     async def start(self) -> None:
         """Wait for RabbitMQ, then consume every channel. Returns once all are registered."""
         await asyncio.gather(*(consumer.start() for consumer in self.consumers.values()))
+        if self.ledger is not None:
+            await self.ledger.start()
         for name, consumer in self.consumers.items():
             delivery = self.deliveries[name]
             fallback = delivery.fallback
@@ -112,6 +119,8 @@ class Worker:
     async def stop(self, timeout: float) -> None:
         """Stop taking messages, finish what is held within `timeout`, give back the rest."""
         await asyncio.gather(*(consumer.stop(timeout) for consumer in self.consumers.values()))
+        if self.ledger is not None:  # after the consumers: their last changes are in RabbitMQ
+            await self.ledger.stop(timeout)
         await self.observers.drain(timeout=1.0)
         await self.status.close()
         closed: set[int] = set()

@@ -107,7 +107,7 @@ def test_legacy_settings_mean_one_default_channel_with_the_first_releases_queues
     services = Services(settings, installed_plugins)
     assert services.topology.channels == (DEFAULT,)
     assert services.topology.work_queue(DEFAULT) == "wa.notify"
-    assert services.topology.all_queues() == Topology().all_queues()
+    assert services.topology.all_queues() == Topology(ledger=True).all_queues()
 
 
 def test_legacy_fallback_is_a_sender_without_a_queue(installed_plugins):
@@ -223,7 +223,7 @@ def test_every_channel_gets_a_work_queue_and_retry_tiers_the_default_one_keeps_w
     assert topology.retry_queues_of("people") == ("wa.retry.people.5s", "wa.retry.people.30s")
     assert topology.retry_arguments(5, "people")["x-dead-letter-routing-key"] == "wa.notify.people"
     assert set(topology.all_queues()) == {
-        "wa.dead", "wa.notify", "wa.notify.people",
+        "wa.dead", "wa.ledger", "wa.notify", "wa.notify.people",
         "wa.retry.5s", "wa.retry.30s", "wa.retry.people.5s", "wa.retry.people.30s",
     }
 

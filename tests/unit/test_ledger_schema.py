@@ -33,10 +33,11 @@ INDEXES = {
         "ix_notifications_channel_created_at": ["channel", "created_at"],
         "ix_notifications_to_created_at": ["to", "created_at"],
         "ix_notifications_created_at_id": ["created_at", "id"],
-        "uq_notifications_provider_message_id": ["provider", "provider_message_id"],
+        "ix_notifications_provider_message_id": ["provider_message_id", "provider"],
     },
     "notification_events": {
         "ix_notification_events_notification_id_at": ["notification_id", "at"],
+        "uq_notification_events_key": ["key"],
     },
 }
 
@@ -226,7 +227,8 @@ async def _add(engine: AsyncEngine, id_: str, created_at: datetime, *, events: i
         for attempt in range(events):
             session.add(
                 NotificationEvent(
-                    notification_id=id_, at=created_at, status="queued", attempt=attempt
+                    notification_id=id_, at=created_at, status="queued", attempt=attempt,
+                    key=f"{id_}:queued:{attempt}:",
                 )
             )
 

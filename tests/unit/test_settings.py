@@ -22,6 +22,8 @@ PROVIDER_SPECIFIC = {
     "META_API_VERSION",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_FROM",
+    "META_APP_SECRET",
+    "META_WEBHOOK_VERIFY_TOKEN",
 }
 NOT_VARIABLES = {"group_aliases", "raw_env"}
 # Read by plugins that are not providers, from the environment (wa-gateway-sentry).

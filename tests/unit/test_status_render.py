@@ -33,7 +33,7 @@ def test_each_channel_lists_its_own_queues_and_breaker() -> None:
     head, groups, people = blocks(text)
 
     assert head[0].split() == ["queue", "ready", "consumers"]
-    assert [line.split()[0] for line in head[1:]] == ["wa.dead"]
+    assert [line.split()[0] for line in head[1:]] == ["wa.dead", "wa.ledger"]
     assert groups[0] == "channel groups (log)"
     assert [line.split()[0] for line in groups[1:4]] == ["wa.notify.groups", "wa.retry.groups.5s", "wa.retry.groups.30s"]
     assert groups[4] == "breaker groups: no change reported (closed, as far as the workers said)"

@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -22,7 +23,7 @@ from ..channels import DEFAULT
 from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..models import DeliveryStatus
-from ..publisher import header_int
+from ..publisher import REPLAYED_AT, header_int
 from ..services import Services
 from ..settings import Settings
 from ..store import StoreUnavailable
@@ -111,6 +112,7 @@ async def replay(services: Services, ids: set[str] | None, *, dry_run: bool) -> 
                 continue
             headers = {k: v for k, v in (message.headers or {}).items() if k not in REASON_HEADERS}
             headers["x-replayed"] = True
+            headers[REPLAYED_AT] = datetime.now(UTC).isoformat()  # the ledger's "queued again"
             await services.publisher.publish(
                 message.body,
                 message_id=message.message_id or "",

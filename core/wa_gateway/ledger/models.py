@@ -109,8 +109,9 @@ class NotificationRecord(Base):
         Index(None, "channel", "created_at"),
         Index(None, "to", "created_at"),
         Index(None, "created_at", "id"),
-        # a receipt names the provider's message id: one notification per provider's id
-        Index("uq_notifications_provider_message_id", "provider", "provider_message_id", unique=True),
+        # a receipt names the provider's message id (not unique: a provider reusing ids
+        # must never wedge the writer on a constraint; the newest notification wins)
+        Index("ix_notifications_provider_message_id", "provider_message_id", "provider"),
     )
 
 
@@ -131,10 +132,13 @@ class NotificationEvent(Base):
     """The provider's code for a failure (Meta 131047, Twilio 63016 …)."""
     message: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int | None] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(512))
+    """The same however often the change arrives: recorded once (changes.StatusChange.key)."""
 
     notification: Mapped[NotificationRecord] = relationship(back_populates="events")
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_values})", name="status"),
         Index(None, "notification_id", "at"),
+        Index("uq_notification_events_key", "key", unique=True),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from .engine import DATABASE_ERRORS, create_engine, unavailable
 from .urls import is_sqlite, safe_database_url, sqlite_path
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Alembic says "Context impl SQLiteImpl." at INFO on every check: `db upgrade` prints
+# what it did itself, and a process's log keeps to what matters.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 _PG_UPGRADE_LOCK = 0x7761_6C65_6467  # pg_advisory_xact_lock key: "waledg"
 
 

@@ -1,0 +1,239 @@
+"""Write a batch of status changes in one transaction: the ledger writer's database half.
+
+Safe to run from several processes at once and with changes in any order:
+- a notification's row is created by whichever change carrying its facts comes first
+  (INSERT … ON CONFLICT DO NOTHING);
+- each change is an event row under its unique key, so a change that arrives twice is
+  recorded once;
+- a status is applied by one conditional UPDATE (`WHERE rank(status) < rank(new)`), so
+  it never moves backwards, whatever another writer did in between; a late change is
+  recorded in the timeline and not applied.
+A receipt names the provider's message id; one whose notification is not (yet) in the
+ledger is handed back as unresolved, for the caller to try again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, bindparam, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..provider import LateFailure
+from .changes import RANK, StatusChange
+from .models import NotificationEvent, NotificationRecord
+
+_notifications: Table = NotificationRecord.__table__  # type: ignore[assignment]
+_events: Table = NotificationEvent.__table__  # type: ignore[assignment]
+
+LIMITS = {"channel": 64, "provider": 64, "to": 255, "target_kind": 16, "target_address": 255,
+          "event": 128, "provider_message_id": 255, "code": 64, "message": 2000}
+"""Column widths: what a provider or a caller sends is clipped to them, never refused
+by the database (a refused batch would hold every change behind it)."""
+
+
+@dataclass
+class Applied:
+    recorded: int = 0
+    """Changes recorded now (duplicates of earlier ones are not counted)."""
+    unresolved: list[int] = field(default_factory=list)
+    """Indexes of the changes whose notification is not in the ledger."""
+    failures: list[LateFailure] = field(default_factory=list)
+
+
+def _clip(name: str, value: Any) -> Any:
+    if isinstance(value, str) and name in LIMITS:
+        return value[: LIMITS[name]]
+    return value
+
+
+def _insert(connection: AsyncConnection | Connection, table: Table) -> Any:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
+
+
+_rank = case(RANK, value=_notifications.c.status, else_=0)
+_APPLY = (
+    update(_notifications)
+    .where(
+        _notifications.c.id == bindparam("b_id"),
+        or_(_rank < bindparam("b_rank"), _notifications.c.status == bindparam("b_over")),
+    )
+    .values(
+        status=bindparam("b_status"),
+        updated_at=bindparam("b_at"),
+        attempts=func.coalesce(bindparam("b_attempt"), _notifications.c.attempts),
+        provider=func.coalesce(bindparam("b_provider"), _notifications.c.provider),
+        provider_message_id=func.coalesce(bindparam("b_pmid"), _notifications.c.provider_message_id),
+        error_code=bindparam("b_code"),
+        error_message=bindparam("b_message"),
+    )
+)
+
+
+async def apply_changes(engine: AsyncEngine, changes: Sequence[StatusChange]) -> Applied:
+    """Record `changes` (in their order) in one transaction."""
+    async with engine.begin() as connection:
+        return await _apply(connection, changes)
+
+
+async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -> Applied:
+    result = Applied()
+    ids = await _resolve(connection, changes)
+    await _create_rows(connection, changes, ids)
+    known = await _existing(connection, {i for i in ids if i is not None})
+    rows = []
+    for index, (change, notification_id) in enumerate(zip(changes, ids, strict=True)):
+        if notification_id is None or notification_id not in known:
+            result.unresolved.append(index)
+            continue
+        rows.append((change, notification_id))
+    if not rows:
+        return result
+    new_keys = await _record_events(connection, rows)
+    result.recorded = len(new_keys)
+    batch: list[dict[str, Any]] = []
+    for change, notification_id in rows:
+        if change.key not in new_keys:
+            continue  # recorded (and applied) before
+        new_keys.discard(change.key)  # the same key twice in one batch: once
+        params = _update_params(change, notification_id)
+        if change.status != "failed":
+            batch.append(params)
+            continue
+        if batch:
+            await connection.execute(_APPLY, batch)
+            batch = []
+        applied = await connection.execute(_APPLY, params)
+        if applied.rowcount:
+            result.failures.append(await _late_failure(connection, change, notification_id))
+    if batch:
+        await connection.execute(_APPLY, batch)
+    return result
+
+
+async def _resolve(connection: AsyncConnection, changes: Sequence[StatusChange]) -> list[str | None]:
+    """Each change's notification id; a receipt's from the provider's message id (the
+    newest notification with it, or a `sent` earlier in this batch)."""
+    wanted = {c.provider_message_id for c in changes if c.id is None and c.provider_message_id}
+    by_provider_id: dict[tuple[str, str], str] = {}
+    if wanted:
+        found = await connection.execute(
+            select(_notifications.c.id, _notifications.c.provider, _notifications.c.provider_message_id)
+            .where(_notifications.c.provider_message_id.in_(sorted(wanted)))
+            .order_by(_notifications.c.created_at)
+        )
+        for notification_id, provider, provider_message_id in found:
+            by_provider_id[(provider, provider_message_id)] = notification_id
+    ids: list[str | None] = []
+    for change in changes:
+        if change.id is not None:
+            if change.provider_message_id and change.provider:
+                by_provider_id[(change.provider, change.provider_message_id)] = change.id
+            ids.append(change.id)
+        else:
+            ids.append(by_provider_id.get((change.provider or "", change.provider_message_id or "")))
+    return ids
+
+
+async def _create_rows(
+    connection: AsyncConnection, changes: Sequence[StatusChange], ids: Sequence[str | None]
+) -> None:
+    rows: dict[str, dict[str, Any]] = {}
+    for change, notification_id in zip(changes, ids, strict=True):
+        facts = change.facts
+        if facts is None or notification_id is None or notification_id in rows:
+            continue
+        rows[notification_id] = {
+            name: _clip(name, value) for name, value in {
+                "id": notification_id[:36],
+                "channel": facts.channel,
+                "provider": change.provider or "",
+                "to": facts.to,
+                "target_kind": facts.target_kind,
+                "target_address": facts.target_address,
+                "event": facts.event,
+                "status": "queued",
+                "attempts": 0,
+                "created_at": facts.created_at,
+                "updated_at": facts.created_at,
+            }.items()
+        }
+    if rows:
+        insert = _insert(connection, _notifications).on_conflict_do_nothing(index_elements=["id"])
+        await connection.execute(insert, list(rows.values()))
+
+
+async def _existing(connection: AsyncConnection, ids: set[str]) -> set[str]:
+    if not ids:
+        return set()
+    found = await connection.execute(select(_notifications.c.id).where(_notifications.c.id.in_(sorted(ids))))
+    return set(found.scalars())
+
+
+async def _record_events(connection: AsyncConnection, rows: list[tuple[StatusChange, str]]) -> set[str]:
+    """Insert the event rows; the keys that were new."""
+    values = []
+    seen: set[str] = set()
+    for change, notification_id in rows:
+        if change.key in seen:
+            continue
+        seen.add(change.key)
+        values.append({
+            "notification_id": notification_id,
+            "at": change.at,
+            "status": change.status,
+            "channel": _clip("channel", change.channel),
+            "provider": _clip("provider", change.provider),
+            "code": _clip("code", change.code),
+            "message": _clip("message", change.message),
+            "attempt": change.attempt,
+            "key": change.key,
+        })
+    insert = (
+        _insert(connection, _events)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(_events.c.key)
+    )
+    return set((await connection.execute(insert)).scalars())
+
+
+def _update_params(change: StatusChange, notification_id: str) -> dict[str, Any]:
+    over = "retrying" if change.status == "retrying" else ("dead" if change.replay else "")
+    failing = change.status in ("retrying", "failed", "dead")
+    return {
+        "b_id": notification_id,
+        "b_rank": RANK[change.status],
+        "b_over": over,
+        "b_status": change.status,
+        "b_at": change.at,
+        "b_attempt": change.attempt,
+        "b_provider": _clip("provider", change.provider),
+        "b_pmid": _clip("provider_message_id", change.provider_message_id),
+        "b_code": _clip("code", change.code) if failing else None,
+        "b_message": _clip("message", change.message) if failing else None,
+    }
+
+
+async def _late_failure(connection: AsyncConnection, change: StatusChange, notification_id: str) -> LateFailure:
+    row = (await connection.execute(
+        select(_notifications.c.channel, _notifications.c.provider, _notifications.c.provider_message_id)
+        .where(_notifications.c.id == notification_id)
+    )).one()
+    return LateFailure(
+        notification_id=notification_id,
+        channel=row.channel,
+        provider=change.provider or row.provider,
+        provider_message_id=change.provider_message_id or row.provider_message_id or "",
+        code=change.code,
+        message=change.message,
+    )
