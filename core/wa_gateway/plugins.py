@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "wa_gateway.commands.channels",
     "wa_gateway.commands.dlq",
     "wa_gateway.commands.db",
+    "wa_gateway.commands.notifications",
 )
 
 ProviderFactory = Callable[[ProviderConfig], Provider]

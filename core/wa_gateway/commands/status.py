@@ -1,5 +1,8 @@
 """`wa-gateway status`: queue depths and consumers as RabbitMQ sees them, grouped by
-channel, and each channel's breaker as the workers last reported it."""
+channel, and each channel's breaker as the workers last reported it.
+
+`wa-gateway status ID`: that notification and its timeline, from the ledger alone
+(commands/notifications.py; no RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ import argparse
 import asyncio
 from typing import Any
 
+from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..services import Services
 from ..settings import Settings
 from .connect import command_services, connected_or_fail
+from .notifications import show_notification
 
 
 async def collect(services: Services) -> dict[str, Any]:
@@ -77,6 +82,10 @@ def _breaker_line(name: str, snapshot: dict[str, Any]) -> str:
 
 
 def handle(settings: Settings, args: argparse.Namespace) -> int:
+    if args.id is not None:
+        return show_notification(settings, args.id, as_json=args.json)
+    if args.json:
+        raise UserError("--json is for one notification: wa-gateway status ID --json")
     services = command_services(settings, args.plugins, "wa-gateway status")
     print(render(asyncio.run(collect(services))))
     return 0
@@ -84,5 +93,8 @@ def handle(settings: Settings, args: argparse.Namespace) -> int:
 
 @hookimpl
 def register_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("status", help="queue depths and circuit breakers")
+    parser = commands.add_parser("status", help="queue depths and circuit breakers; with an ID, that notification")
     parser.set_defaults(handler=handle)
+    parser.add_argument("id", nargs="?", metavar="ID",
+                        help="a notification id: show it and its timeline from the ledger (no RabbitMQ)")
+    parser.add_argument("--json", action="store_true", help="with an ID: the notification as JSON")
