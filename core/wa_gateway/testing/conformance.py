@@ -1,9 +1,13 @@
-"""The conformance suite every provider plugin's tests subclass: `ProviderConformance`.
+"""The conformance suite every provider plugin's tests subclass: `ProviderConformance`,
+and `WebhookConformance` beside it for a provider that takes receipts webhooks.
 
-It checks what the worker relies on: the plugin registers through its entry point,
-declares capabilities that refuse what its API rejects, returns a receipt, classifies
-errors keeping the provider's words, gives up within its timeout and releases its
-connections.
+`ProviderConformance` checks what the worker relies on: the plugin registers through
+its entry point, declares capabilities that refuse what its API rejects, returns a
+receipt, classifies errors keeping the provider's words, gives up within its timeout
+and releases its connections. `WebhookConformance` checks what the gateway relies on
+at `/webhooks/<channel>`: no webhook without its secret, the receipts of a signed
+report, 401 for anything not signed, and only WebhookReply or WebhookRejected (4xx)
+for whatever the internet sends.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import math
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
+from multidict import CIMultiDict
 
 from ..delivery import Delivery, Outcome, Route, Sent, Unservable
 from ..metrics import Metrics
@@ -28,14 +34,19 @@ from ..models import Notification
 from ..pacing import RateLimiter
 from ..plugins import make_plugin_manager
 from ..provider import (
+    RECEIPT_STATUSES,
     Capabilities,
     PermanentError,
     Provider,
     ProviderConfig,
     ProviderConfigError,
     ProviderError,
+    ProviderReceipt,
     Receipt,
     TransientError,
+    WebhookRejected,
+    WebhookReply,
+    WebhookRequest,
 )
 from ..resilience import CircuitBreaker
 from .fake_api import NEVER, Answer, FakeProviderApi, RecordedRequest, closed_port
@@ -119,6 +130,10 @@ class ProviderConformance:
     # -- plumbing -------------------------------------------------------------------
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        # Cooperative: a test class that also subclasses WebhookConformance gets both.
+        parent = getattr(super(), "pytest_generate_tests", None)
+        if parent is not None:
+            parent(metafunc)
         for argument, cases in (
             ("transient_case", self.transient_cases),
             ("permanent_case", self.permanent_cases),
@@ -354,3 +369,486 @@ class ProviderConformance:
         unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
         assert not unclosed, f"close() dropped resources without closing them: {unclosed}"
         assert await wait_until(lambda: api.open_connections == 0), "close() left a connection open"
+
+
+# -- receipts webhooks -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookSample:
+    """A status report the provider sends, and the receipts it must yield."""
+
+    payload: Any
+    """What `signed_request` turns into a request: the parsed JSON body, the form's
+    fields … in whatever shape your `signed_request` takes."""
+    receipts: Sequence[ProviderReceipt]
+    """The receipts, in order. Ids, statuses and codes must be equal; `at` when it is
+    not None; `message` when it is not None must be contained in the receipt's."""
+    id: str | None = None
+    """The pytest id; by default the statuses of `receipts`."""
+
+    @property
+    def test_id(self) -> str:
+        return self.id or "-".join(receipt.status for receipt in self.receipts) or "none"
+
+
+WEBHOOK_BODY_LIMIT = 64 * 1024
+"""The gateway answers 413 to a larger body before the provider sees it."""
+
+_DEPTH = 30_000
+
+HOSTILE_BODIES: tuple[tuple[str, bytes], ...] = (
+    ("empty", b""),
+    ("empty-object", b"{}"),
+    ("empty-array", b"[]"),
+    ("null", b"null"),
+    ("true", b"true"),
+    ("string", b'"whatsapp_business_account"'),
+    ("number", b"0"),
+    ("deeply-nested-arrays", b"[" * _DEPTH + b"]" * _DEPTH),
+    ("deeply-nested-objects", b'{"a":' * 10_000 + b"1" + b"}" * 10_000),
+    ("huge-integer", b"9" * 60_000),
+    ("huge-integer-in-a-field", b'{"object": ' + b"9" * 5_000 + b', "entry": []}'),
+    ("huge-exponent", b'{"object": 1e999999, "entry": [-1e999999]}'),
+    ("nan-and-infinity", b'{"object": NaN, "entry": [Infinity, -Infinity]}'),
+    ("bad-utf8", b"\xff\xfe\xfd"),
+    ("bad-utf8-in-a-string", b'{"object": "\xc3\x28", "entry": []}'),
+    ("utf8-encoded-surrogate", b'{"object": "\xed\xa0\x80", "entry": []}'),
+    ("escaped-lone-surrogates", b'{"object": "\\ud800", "entry": [{"id": "\\udfff"}]}'),
+    ("utf8-bom", b"\xef\xbb\xbf{}"),
+    ("utf16", '{"object": "whatsapp_business_account"}'.encode("utf-16")),
+    ("nul-bytes", b"\x00" * 100),
+    ("nul-and-emoji", '{"object": "\x00😀", "entry": ["\x00😀"]}'.encode()),
+    ("truncated-json", b'{"object": "whatsapp_business_account", "entry": [{'),
+    ("duplicate-keys", b'{"object": 1, "object": "whatsapp_business_account", "entry": {}}'),
+    ("binary", bytes(range(256)) * 4),
+    ("form-bad-percent-escapes", b"MessageSid=%ZZ&MessageStatus=%"),
+    ("form-bad-utf8-escapes", b"MessageSid=%FF%FE&MessageStatus=%C3%28"),
+    ("form-nul", b"MessageSid=%00&MessageStatus=delivered%00"),
+    ("form-raw-latin1", "MessageSid=é&MessageStatus=délivré".encode("latin-1")),
+    (
+        "form-repeated-fields",
+        b"MessageStatus=delivered&MessageStatus=read&MessageSid=a&MessageSid=b",
+    ),
+    ("form-empty-fields", b"&&=&=&&"),
+    ("form-only-equals", b"="),
+    ("form-name-without-value", b"MessageSid"),
+    ("form-semicolons", b"MessageSid=x;MessageStatus=delivered"),
+    ("form-plus-and-emoji", b"MessageStatus=+%2B+&ErrorMessage=%F0%9F%98%80%00"),
+    ("form-huge-value", b"ErrorMessage=" + b"%41" * 20_000),
+    ("form-many-fields", b"&".join(b"k%d=v" % i for i in range(5_000))),
+)
+"""Bodies no provider sends: each must be answered or rejected (4xx), never a crash."""
+
+WRONG_VALUES: tuple[Any, ...] = (
+    None,
+    True,
+    0,
+    -1,
+    10**30,
+    1.5,
+    float("inf"),
+    float("nan"),
+    "",
+    " ",
+    "\x00",
+    "\x00😀 é",
+    "\ud800",
+    "9" * 30,
+    "-1",
+    "x" * 2_000,
+    [],
+    [None],
+    {},
+    {"": None},
+)
+"""What each field of a sample is replaced with, one field at a time."""
+
+_CONTENT_TYPES = (
+    None,
+    "",
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "application/x-www-form-urlencoded; charset=latin-1",
+    "multipart/form-data; boundary=x",
+    "text/plain; charset=utf-8",
+    "\x00😀",
+)
+_HOSTILE_SIGNATURES = (
+    "",
+    " ",
+    "sha256=",
+    "sha256=" + "zz" * 32,
+    "sha1=" + "0" * 40,
+    "====",
+    "é",
+    "\x00",
+    "\ud800",
+    "😀" * 100,
+    "a" * 10_000,
+)
+_HOSTILE_QUERIES: tuple[dict[str, str], ...] = (
+    {},
+    {"hub.mode": "subscribe"},
+    {"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": ""},
+    {"hub.mode": "subscribe", "hub.verify_token": "\x00😀 é", "hub.challenge": "\x00"},
+    {"hub.mode": "subscribe", "hub.verify_token": "\ud800", "hub.challenge": "\ud800"},
+    {"hub.mode": "x" * 10_000, "hub.verify_token": "x" * 10_000},
+    {"": "", "\x00": "\x00"},
+)
+_HOSTILE_METHODS = ("GET", "POST", "PUT", "DELETE", "get", "post", "")
+
+
+class WebhookConformance:
+    """Checks of a provider's receipts webhook; opt in beside ProviderConformance:
+
+        class TestAcmeConformance(ProviderConformance, WebhookConformance): ...
+
+    Set `provider_name` (shared with ProviderConformance), `signature_header` and
+    `webhook_settings`, and implement `make_webhook_config`, `signed_request` and
+    `sample_payloads`. The checks call `handle_webhook` directly, as the gateway does
+    (no server, no event loop needed by the provider): a provider without its
+    webhook's settings says `accepts_webhooks` False; with them, each signed sample
+    yields its receipts, whatever the case of the header names; a flipped signature
+    character, a missing signature and a body changed after signing are 401; and
+    hostile input (HOSTILE_BODIES signed and unsigned under odd content types and
+    methods, every field of every sample replaced by each of WRONG_VALUES or removed,
+    odd signature headers and query strings) is answered with a 2xx WebhookReply
+    whose receipts a database can store, or rejected with WebhookRejected, never any
+    other exception.
+    """
+
+    provider_name: ClassVar[str]
+    """The name the plugin registers (what WA_PROVIDER selects)."""
+    signature_header: ClassVar[str]
+    """The header that carries the provider's signature (X-Hub-Signature-256 …)."""
+    webhook_settings: ClassVar[Sequence[str]] = ()
+    """Settings the webhook needs (its secret): without any one of them the provider
+    must say `accepts_webhooks` False, or refuse to start (WA_API_KEY when the API key
+    is the signing key)."""
+
+    def make_webhook_config(self) -> ProviderConfig:
+        """A complete configuration with the webhook on (its secret, a webhook_url)."""
+        raise NotImplementedError("set make_webhook_config() in your conformance class")
+
+    def signed_request(self, provider: Provider, payload: Any) -> WebhookRequest:
+        """The POST the provider would send with `payload`, signed as it signs.
+
+        `payload` is a WebhookSample's payload, a copy of one with a field changed to a
+        wrong value (NaN, a lone surrogate …: encode JSON with `json.dumps`' ASCII
+        escapes, forms with `errors="surrogatepass"`) or removed, or `bytes`: then that
+        is the body exactly (sign what can be read of it). Use the headers the provider
+        sends (content type, signature)."""
+        raise NotImplementedError("set signed_request(provider, payload) in your conformance class")
+
+    def sample_payloads(self) -> Sequence[WebhookSample]:
+        """Real reports: at least a delivered, a read and a failed with its error code."""
+        raise NotImplementedError("set sample_payloads() in your conformance class")
+
+    def tampered_body(self, body: bytes) -> bytes:
+        """`body` changed after signing, still well-formed: its last letter or digit is
+        replaced by its neighbour. Override it when that would not change a signed byte."""
+        for index in range(len(body) - 1, -1, -1):
+            char = body[index : index + 1]
+            if char.isalnum():
+                neighbour = bytes([body[index] - 1 if char in b"9zZ" else body[index] + 1])
+                return body[:index] + neighbour + body[index + 1 :]
+        return body + b" "
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        parent = getattr(super(), "pytest_generate_tests", None)
+        if parent is not None:
+            parent(metafunc)
+        if "webhook_sample" in metafunc.fixturenames:
+            samples = self.sample_payloads()
+            metafunc.parametrize("webhook_sample", samples, ids=[s.test_id for s in samples])
+
+    def create_webhook_provider(self, config: ProviderConfig) -> Provider:
+        """The provider built as the gateway builds it: through the installed plugins."""
+        return make_plugin_manager(load_entry_points=True).create(self.provider_name, config)
+
+    @pytest_asyncio.fixture
+    async def webhook_provider(self) -> AsyncIterator[Provider]:
+        provider = self.create_webhook_provider(self.make_webhook_config())
+        yield provider
+        await provider.close()
+
+    def webhook_signed(self, provider: Provider, payload: Any) -> WebhookRequest:
+        request = self.signed_request(provider, payload)
+        assert isinstance(request, WebhookRequest), f"signed_request gave {request!r}"
+        assert len(request.body) <= WEBHOOK_BODY_LIMIT, "the gateway never passes that much"
+        return request
+
+    def signature_of(self, request: WebhookRequest) -> str:
+        wanted = self.signature_header.lower()
+        values = [value for key, value in request.headers.items() if key.lower() == wanted]
+        assert len(values) == 1, f"signed_request gave no one {self.signature_header}: {request}"
+        return values[0]
+
+    def with_signature(self, request: WebhookRequest, signature: str | None) -> WebhookRequest:
+        """`request` with its signature header replaced, or removed when None."""
+        wanted = self.signature_header.lower()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != wanted}
+        if signature is not None:
+            headers[self.signature_header] = signature
+        return dataclasses.replace(request, headers=headers)
+
+    def expect_receipts(
+        self, provider: Provider, request: WebhookRequest, sample: WebhookSample, how: str
+    ) -> None:
+        reply = provider.handle_webhook(request)
+        check_webhook_reply(reply)
+        got, expected = list(reply.receipts), list(sample.receipts)
+        assert len(got) == len(expected), f"{sample.test_id} ({how}): {got} is not {expected}"
+        for receipt, want in zip(got, expected, strict=True):
+            keys = ("provider_message_id", "status", "code")
+            assert [getattr(receipt, k) for k in keys] == [getattr(want, k) for k in keys], (
+                f"{sample.test_id} ({how}): {receipt} is not {want}"
+            )
+            if want.at is not None:
+                assert receipt.at == want.at, f"{sample.test_id}: at {receipt.at} is not {want.at}"
+            if want.message is not None:
+                assert receipt.message is not None and want.message in receipt.message, (
+                    f"{sample.test_id}: message {receipt.message!r} lacks {want.message!r}"
+                )
+
+    def expect_unauthorized(self, provider: Provider, request: WebhookRequest, what: str) -> None:
+        with pytest.raises(WebhookRejected) as caught:
+            provider.handle_webhook(request)
+        assert caught.value.status == 401, f"{what}: {caught.value.status} {caught.value.detail}"
+
+    # -- the checks -----------------------------------------------------------------
+
+    def test_webhook_is_off_without_its_settings(self) -> None:
+        assert self.webhook_settings, "name the settings the webhook needs in webhook_settings"
+        for setting in self.webhook_settings:
+            config = self.make_webhook_config()
+            if setting == "WA_API_KEY":
+                config = dataclasses.replace(config, api_key=None)
+            else:
+                settings = {k: v for k, v in config.settings.items() if k != setting}
+                config = dataclasses.replace(config, settings=settings)
+            try:
+                provider = self.create_webhook_provider(config)
+            except ProviderConfigError:
+                continue  # it cannot run without it at all
+            assert provider.accepts_webhooks is False, f"takes webhooks without {setting}"
+
+    def test_webhook_is_on_with_its_settings(self) -> None:
+        provider = self.create_webhook_provider(self.make_webhook_config())
+        assert provider.accepts_webhooks is True
+
+    def test_samples_cover_delivered_read_and_failed_with_a_code(self) -> None:
+        receipts = [receipt for sample in self.sample_payloads() for receipt in sample.receipts]
+        statuses = {receipt.status for receipt in receipts}
+        assert {"delivered", "read", "failed"} <= statuses, f"samples give only {statuses}"
+        assert any(r.status == "failed" and r.code for r in receipts), "no failed with a code"
+
+    @pytest.mark.asyncio
+    async def test_webhook_signed_sample_yields_its_receipts(
+        self, webhook_provider: Provider, webhook_sample: WebhookSample
+    ) -> None:
+        request = self.webhook_signed(webhook_provider, webhook_sample.payload)
+        self.expect_receipts(webhook_provider, request, webhook_sample, "as signed")
+        for how, case in (("lower-case header names", str.lower), ("upper-case", str.upper)):
+            headers = {case(key): value for key, value in request.headers.items()}
+            self.expect_receipts(
+                webhook_provider, dataclasses.replace(request, headers=headers), webhook_sample, how
+            )
+
+    @pytest.mark.asyncio
+    async def test_webhook_flipped_signature_character_is_401(
+        self, webhook_provider: Provider, webhook_sample: WebhookSample
+    ) -> None:
+        request = self.webhook_signed(webhook_provider, webhook_sample.payload)
+        signature = self.signature_of(request)
+        flipped = _flip_one_character(signature)
+        assert flipped != signature
+        self.expect_unauthorized(
+            webhook_provider, self.with_signature(request, flipped), "a flipped signature"
+        )
+
+    @pytest.mark.asyncio
+    async def test_webhook_missing_signature_is_401(
+        self, webhook_provider: Provider, webhook_sample: WebhookSample
+    ) -> None:
+        request = self.webhook_signed(webhook_provider, webhook_sample.payload)
+        self.expect_unauthorized(
+            webhook_provider, self.with_signature(request, None), "no signature header"
+        )
+
+    @pytest.mark.asyncio
+    async def test_webhook_body_changed_after_signing_is_401(
+        self, webhook_provider: Provider, webhook_sample: WebhookSample
+    ) -> None:
+        request = self.webhook_signed(webhook_provider, webhook_sample.payload)
+        body = self.tampered_body(request.body)
+        assert body != request.body, "tampered_body changed nothing"
+        self.expect_unauthorized(
+            webhook_provider,
+            dataclasses.replace(request, body=body),
+            "a body changed after signing",
+        )
+
+    @pytest.mark.asyncio
+    async def test_webhook_survives_hostile_bodies(self, webhook_provider: Provider) -> None:
+        survey = _Survey(webhook_provider)
+        for name, body in HOSTILE_BODIES:
+            signed = self.webhook_signed(webhook_provider, body)
+            for method in _HOSTILE_METHODS:
+                survey.check(f"{name}, signed, {method or 'no method'}", signed, method=method)
+            for content_type in _CONTENT_TYPES:
+                headers = {} if content_type is None else {"Content-Type": content_type}
+                unsigned = dataclasses.replace(signed, headers=headers)
+                survey.check(f"{name}, unsigned, {content_type!r}", unsigned)
+        survey.done()
+
+    @pytest.mark.asyncio
+    async def test_webhook_survives_wrong_types_in_every_field(
+        self, webhook_provider: Provider
+    ) -> None:
+        survey = _Survey(webhook_provider)
+        for sample in self.sample_payloads():
+            for where, payload in _variants(sample.payload):
+                request = self.webhook_signed(webhook_provider, payload)
+                survey.check(f"{sample.test_id}: {where}", request)
+        survey.done()
+
+    @pytest.mark.asyncio
+    async def test_webhook_survives_odd_headers_and_queries(
+        self, webhook_provider: Provider
+    ) -> None:
+        survey = _Survey(webhook_provider)
+        sample = self.sample_payloads()[0]
+        request = self.webhook_signed(webhook_provider, sample.payload)
+        signature = self.signature_of(request)
+        for odd in _HOSTILE_SIGNATURES:
+            survey.check(f"signature {odd[:20]!r}", self.with_signature(request, odd))
+        for twice in ((signature, signature), (signature, _flip_one_character(signature))):
+            headers: CIMultiDict[str] = CIMultiDict(request.headers)  # what the gateway passes
+            del headers[self.signature_header]
+            for value in twice:
+                headers.add(self.signature_header, value)
+            survey.check(
+                "the signature twice" if twice[0] == twice[1] else "a right and a wrong signature",
+                dataclasses.replace(request, headers=headers),
+            )
+        for query in _HOSTILE_QUERIES:
+            for method in ("GET", "POST"):
+                survey.check(
+                    f"{method} query {sorted(query)[:2]}",
+                    dataclasses.replace(request, query={**request.query, **query}),
+                    method=method,
+                )
+        for url in ("", "/", "http://[::1", "https://example.com:99999/x", "\x00😀"):
+            survey.check(f"url {url!r}", dataclasses.replace(request, url=url))
+        survey.done()
+
+
+def check_webhook_reply(reply: object) -> None:
+    """A 2xx WebhookReply whose receipts a database can store as they are."""
+    assert isinstance(reply, WebhookReply), f"handle_webhook returned {reply!r}"
+    assert 200 <= reply.status < 300, f"a reply of {reply.status}: raise WebhookRejected instead"
+    assert isinstance(reply.text, str) and isinstance(reply.content_type, str)
+    try:
+        reply.text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AssertionError(f"the reply's text {reply.text!r} cannot be sent") from None
+    assert isinstance(reply.receipts, tuple), "receipts are a tuple"
+    for receipt in reply.receipts:
+        check_receipt(receipt)
+
+
+def check_receipt(receipt: object) -> None:
+    assert isinstance(receipt, ProviderReceipt), f"{receipt!r} is not a ProviderReceipt"
+    assert isinstance(receipt.provider_message_id, str) and receipt.provider_message_id.strip(), (
+        f"provider_message_id {receipt.provider_message_id!r} is no id"
+    )
+    assert receipt.status in RECEIPT_STATUSES, f"status {receipt.status!r}"
+    if receipt.at is not None:
+        assert isinstance(receipt.at, datetime) and receipt.at.utcoffset() == timedelta(0), (
+            f"at {receipt.at!r} is not an aware UTC datetime"
+        )
+    for name in ("provider_message_id", "code", "message"):
+        value = getattr(receipt, name)
+        if value is None:
+            continue
+        assert isinstance(value, str) and value, f"{name} {value!r}"
+        assert "\x00" not in value, f"{name} holds a NUL: no database stores it"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AssertionError(f"{name} {value!r} is not valid UTF-8 text") from None
+
+
+class _Survey:
+    """Feeds requests to handle_webhook and collects every answer that is neither a
+    well-formed 2xx reply nor a 4xx WebhookRejected, to report them all at once."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.failures: list[str] = []
+        self.count = 0
+
+    def check(self, what: str, request: WebhookRequest, *, method: str | None = None) -> None:
+        if method is not None:
+            request = dataclasses.replace(request, method=method)
+        self.count += 1
+        try:
+            reply = self.provider.handle_webhook(request)
+        except WebhookRejected as rejected:
+            if not 400 <= rejected.status < 500:
+                self.failures.append(f"{what}: rejected with {rejected.status}")
+            return
+        except Exception as error:  # noqa: BLE001 - the point: report every crash
+            self.failures.append(f"{what}: raised {error!r}"[:300])
+            return
+        try:
+            check_webhook_reply(reply)
+        except AssertionError as error:
+            self.failures.append(f"{what}: {error}"[:300])
+
+    def done(self) -> None:
+        assert self.count, "nothing was checked"
+        shown = "\n".join(self.failures[:20])
+        assert not self.failures, f"{len(self.failures)} of {self.count} requests:\n{shown}"
+
+
+def _flip_one_character(text: str) -> str:
+    """`text` with one letter or digit near its middle replaced by '0' (or '1'): still
+    hex and base64, so only the comparison can reject it."""
+    middle = len(text) // 2
+    for index in sorted(range(len(text)), key=lambda i: abs(i - middle)):
+        if text[index].isascii() and text[index].isalnum():
+            replacement = "1" if text[index] == "0" else "0"
+            return text[:index] + replacement + text[index + 1 :]
+    return text + "0"
+
+
+def _variants(payload: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """Copies of `payload` with one field (at any depth) replaced by each of
+    WRONG_VALUES, or removed, or a list emptied."""
+    if isinstance(payload, Mapping):
+        for key, value in payload.items():
+            path = f"{where}.{key}"
+            for wrong in WRONG_VALUES:
+                yield f"{path}={wrong!r}"[:120], {**payload, key: wrong}
+            yield f"{path} removed", {k: v for k, v in payload.items() if k != key}
+            for inner, changed in _variants(value, path):
+                yield inner, {**payload, key: changed}
+    elif isinstance(payload, list | tuple):
+        yield f"{where}=[]", type(payload)()
+        for index, value in enumerate(payload):
+            path = f"{where}[{index}]"
+            for wrong in WRONG_VALUES:
+                yield f"{path}={wrong!r}"[:120], _replaced(payload, index, wrong)
+            for inner, changed in _variants(value, path):
+                yield inner, _replaced(payload, index, changed)
+
+
+def _replaced(items: list[Any] | tuple[Any, ...], index: int, value: Any) -> Any:
+    copy = list(items)
+    copy[index] = value
+    return type(items)(copy)

@@ -1,23 +1,36 @@
-"""The Meta provider against a fake Graph API that checks the exact wire format.
+"""The Meta provider against a fake Graph API that checks the exact wire format, and
+its `messages` webhook against signed status reports.
 
 Bodies follow Meta's documented shapes: the send answer of the text-messages doc and
 the error syntax and codes of the Cloud API "Error codes" page; the 130429 and 131030
 bodies are real ones (research/providers.md section 2.4). Throttling codes are
-scripted with both HTTP 400 and 429, as Meta sends both.
+scripted with both HTTP 400 and 429, as Meta sends both. The status reports follow
+Meta's webhook reference; the failed one (131026) and the sent one with conversation
+and pricing are real payloads (restfb/restfb#1344, a public capture).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from wa_gateway import (
     Notification,
     PermanentError,
+    Provider,
     ProviderConfig,
     ProviderConfigError,
+    ProviderReceipt,
     TransientError,
+    WebhookRejected,
+    WebhookRequest,
 )
 from wa_gateway.testing import (
     SAMPLE_TEXT,
@@ -26,6 +39,9 @@ from wa_gateway.testing import (
     FakeProviderApi,
     ProviderConformance,
     RecordedRequest,
+    WebhookConformance,
+    WebhookSample,
+    closed_port,
     group_message,
     phone_message,
 )
@@ -34,6 +50,9 @@ from wa_gateway_meta import MetaProvider
 ACCESS_TOKEN = "EAAJB7x0test0ACCESS0TOKEN0ZDZD"
 PHONE_NUMBER_ID = "106540352242922"
 WAMID = "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+APP_SECRET = "3f1c0e5b9a7d4e2f8c6b1a0d9e8f7c6b"
+VERIFY_TOKEN = "verify-token-5c1e9b2a"
+WEBHOOK_URL = "https://wa.example.com/webhooks/default"
 
 SUCCESS = {
     "messaging_product": "whatsapp",
@@ -93,11 +112,111 @@ def case(answer: Answer, **kwargs: object) -> ErrorCase:
     return ErrorCase(answer, code=code, **kwargs)  # type: ignore[arg-type]
 
 
-class TestMetaConformance(ProviderConformance):
+# -- status reports, as Meta posts them to the webhook ---------------------------------
+
+SENT_TIME = datetime(2023, 10, 25, 10, 57, 27, tzinfo=UTC)
+
+
+def status(state: str, wamid: str = WAMID, timestamp: str = "1698231447", **extra: Any) -> dict:
+    return {
+        "id": wamid,
+        "status": state,
+        "timestamp": timestamp,
+        "recipient_id": "6281234567890",
+        **extra,
+    }
+
+
+def notification(*statuses: dict, field: str = "messages", **value: Any) -> dict:
+    """The envelope Meta wraps every `messages` webhook in."""
+    if statuses:
+        value["statuses"] = list(statuses)
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": PHONE_NUMBER_ID,
+                            },
+                            **value,
+                        },
+                        "field": field,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+UNDELIVERABLE = status(  # real: restfb/restfb#1344
+    "failed",
+    errors=[
+        {
+            "code": 131026,
+            "title": "Receiver is incapable of receiving this message",
+            "message": "Receiver is incapable of receiving this message",
+            "error_data": {"details": "Message Undeliverable."},
+        }
+    ],
+)
+SENT_WITH_PRICING = status(
+    "sent",
+    conversation={
+        "id": "a75d17ad06104c51166f948319b03c6a",
+        "expiration_timestamp": "1750943820",
+        "origin": {"type": "service"},
+    },
+    pricing={"billable": True, "pricing_model": "CBP", "category": "service"},
+)
+INCOMING_MESSAGE = {
+    "contacts": [{"profile": {"name": "Budi"}, "wa_id": "6281234567890"}],
+    "messages": [
+        {
+            "from": "6281234567890",
+            "id": "wamid.HBgNNjI4MTIzNDU2Nzg5MBUCABIYFjNFQjBDMEY0",
+            "timestamp": "1698231447",
+            "type": "text",
+            "text": {"body": "halo"},
+        }
+    ],
+}
+
+
+def meta_body(payload: Any) -> bytes:
+    # Meta escapes non-ASCII characters; json.dumps does too (and so survives lone surrogates).
+    return json.dumps(payload).encode("ascii")
+
+
+def meta_signed(body: bytes, secret: str = APP_SECRET) -> WebhookRequest:
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = CIMultiDict(
+        {
+            "Content-Type": "application/json",
+            "User-Agent": "facebookexternalua",
+            "X-Hub-Signature-256": signature,
+        }
+    )
+    return WebhookRequest("POST", WEBHOOK_URL, headers, {}, body)
+
+
+def handshake(**query: str) -> WebhookRequest:
+    return WebhookRequest("GET", WEBHOOK_URL, {}, query, b"")
+
+
+class TestMetaConformance(ProviderConformance, WebhookConformance):
     provider_name = "meta"
     success = Answer(200, SUCCESS)
     success_message_id = WAMID
     required_settings = ("WA_API_KEY", "META_PHONE_NUMBER_ID")
+    secret_settings = ("META_APP_SECRET", "META_WEBHOOK_VERIFY_TOKEN")
+    signature_header = "X-Hub-Signature-256"
+    webhook_settings = ("META_APP_SECRET",)
     rejected_messages = (
         group_message(),  # a '…@g.us' id is no recipient of the Cloud API
         phone_message(text="x" * 4097),  # text.body holds at most 4096 characters
@@ -184,8 +303,62 @@ class TestMetaConformance(ProviderConformance):
         return ProviderConfig(
             api_key=ACCESS_TOKEN,
             api_url=f"{api_url}/v23.0",
-            settings={"META_PHONE_NUMBER_ID": PHONE_NUMBER_ID},
+            settings={
+                "META_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+                "META_APP_SECRET": APP_SECRET,
+                "META_WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN,
+            },
         )
+
+    def make_webhook_config(self) -> ProviderConfig:
+        config = self.make_config(f"http://127.0.0.1:{closed_port()}")
+        return dataclasses.replace(config, webhook_url=WEBHOOK_URL)
+
+    def signed_request(self, provider: Provider, payload: Any) -> WebhookRequest:
+        return meta_signed(payload if isinstance(payload, bytes) else meta_body(payload))
+
+    def sample_payloads(self) -> list[WebhookSample]:
+        return [
+            WebhookSample(
+                notification(status("delivered")),
+                [ProviderReceipt(WAMID, "delivered", at=SENT_TIME)],
+            ),
+            WebhookSample(notification(status("read")), [ProviderReceipt(WAMID, "read")]),
+            WebhookSample(
+                notification(UNDELIVERABLE),
+                [
+                    ProviderReceipt(
+                        WAMID,
+                        "failed",
+                        at=SENT_TIME,
+                        code="131026",
+                        message="Receiver is incapable of receiving this message: "
+                        "Message Undeliverable.",
+                    )
+                ],
+            ),
+            WebhookSample(notification(SENT_WITH_PRICING), [ProviderReceipt(WAMID, "sent")]),
+            WebhookSample(
+                notification(
+                    status("delivered", "wamid.first"),
+                    status("deleted", "wamid.second"),
+                    status("read", "wamid.third", timestamp="1698231500"),
+                ),
+                [
+                    ProviderReceipt("wamid.first", "delivered"),
+                    ProviderReceipt(
+                        "wamid.third", "read", at=datetime(2023, 10, 25, 10, 58, 20, tzinfo=UTC)
+                    ),
+                ],
+                id="batch-skipping-deleted",
+            ),
+            WebhookSample(notification(**INCOMING_MESSAGE), [], id="incoming-message-only"),
+            WebhookSample(
+                notification(status("read"), field="message_template_status_update"),
+                [],
+                id="another-field",
+            ),
+        ]
 
     def check_request(self, request: RecordedRequest, message: Notification) -> None:
         assert request.method == "POST"
@@ -251,6 +424,144 @@ class TestMetaConformance(ProviderConformance):
             with pytest.raises(TransientError):
                 await provider.send(phone_message())
 
+    # -- the webhook ---------------------------------------------------------------
+
+    def test_handshake_with_the_verify_token_echoes_the_challenge(
+        self, webhook_provider: MetaProvider
+    ) -> None:
+        reply = webhook_provider.handle_webhook(
+            handshake(
+                **{
+                    "hub.mode": "subscribe",
+                    "hub.challenge": "1158201444",
+                    "hub.verify_token": VERIFY_TOKEN,
+                }
+            )
+        )
+        assert (reply.status, reply.text, reply.receipts) == (200, "1158201444", ())
+
+    @pytest.mark.parametrize(
+        ("query", "status"),
+        [
+            ({"hub.mode": "subscribe", "hub.verify_token": "guess"}, 403),
+            ({"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN[:-1]}, 403),
+            ({"hub.mode": "subscribe"}, 403),
+            ({"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN}, 400),
+            ({"hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"}, 400),
+            ({"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}, 400),  # no challenge
+        ],
+        ids=["wrong-token", "token-prefix", "no-token", "other-mode", "no-mode", "no-challenge"],
+    )
+    def test_handshake_without_the_right_request_is_rejected(
+        self, webhook_provider: MetaProvider, query: dict[str, str], status: int
+    ) -> None:
+        query = {"hub.challenge": "1158201444", **query} if status == 403 else query
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(handshake(**query))
+        assert caught.value.status == status
+
+    @pytest.mark.parametrize("challenge", ["", "\ud800", "\x00", "<b>hi</b> there", "9" * 300])
+    def test_handshake_echoes_only_a_challenge_like_metas(
+        self, webhook_provider: MetaProvider, challenge: str
+    ) -> None:
+        query = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(handshake(**query, **{"hub.challenge": challenge}))
+        assert caught.value.status == 400
+
+    def test_handshake_without_a_verify_token_setting_is_403(self) -> None:
+        settings = {"META_PHONE_NUMBER_ID": PHONE_NUMBER_ID, "META_APP_SECRET": APP_SECRET}
+        provider = MetaProvider(ProviderConfig(api_key=ACCESS_TOKEN, settings=settings))
+        with pytest.raises(WebhookRejected) as caught:
+            provider.handle_webhook(
+                handshake(**{"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": ""})
+            )
+        assert caught.value.status == 403
+
+    def test_signature_with_another_secret_is_401(self, webhook_provider: MetaProvider) -> None:
+        request = meta_signed(meta_body(notification(status("read"))), secret="another-app-secret")
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(request)
+        assert caught.value.status == 401
+
+    def test_signature_hex_digits_in_upper_case_are_accepted(
+        self, webhook_provider: MetaProvider
+    ) -> None:
+        request = meta_signed(meta_body(notification(status("read"))))
+        signature = request.headers["X-Hub-Signature-256"]
+        upper = "sha256=" + signature.removeprefix("sha256=").upper()
+        headers = {"x-hub-signature-256": upper}
+        reply = webhook_provider.handle_webhook(dataclasses.replace(request, headers=headers))
+        assert [r.status for r in reply.receipts] == ["read"]
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"object": "page", "entry": []},
+            {"object": "whatsapp_business_account"},
+            {"object": "whatsapp_business_account", "entry": {}},
+            notification(status("read", wamid="")),
+            notification(status("read", wamid="wamid with spaces")),
+            notification({"status": "read"}),
+            notification({"id": WAMID, "status": 3}),
+            notification("read"),
+        ],
+        ids=[
+            "another-object",
+            "no-entry",
+            "entry-not-a-list",
+            "empty-id",
+            "id-with-spaces",
+            "no-id",
+            "status-not-a-string",
+            "status-not-an-object",
+        ],
+    )
+    def test_a_signed_body_of_another_shape_is_400(
+        self, webhook_provider: MetaProvider, payload: object
+    ) -> None:
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(meta_signed(meta_body(payload)))
+        assert caught.value.status == 400
+
+    def test_unreadable_details_are_dropped_not_the_receipt(
+        self, webhook_provider: MetaProvider
+    ) -> None:
+        failed = status(
+            "failed",
+            timestamp="TIMESTAMP",  # as in Meta's own examples
+            errors=[
+                {"code": {"x": 1}, "title": 42, "message": "Rate limit hit\x00", "error_data": []}
+            ],
+        )
+        reply = webhook_provider.handle_webhook(meta_signed(meta_body(notification(failed))))
+        assert reply.receipts == (
+            ProviderReceipt(WAMID, "failed", at=None, code=None, message="Rate limit hit"),
+        )
+
+    def test_failed_without_errors_has_no_code(self, webhook_provider: MetaProvider) -> None:
+        reply = webhook_provider.handle_webhook(
+            meta_signed(meta_body(notification(status("failed"))))
+        )
+        assert reply.receipts == (ProviderReceipt(WAMID, "failed", at=SENT_TIME),)
+
+    def test_a_delivered_status_keeps_no_error(self, webhook_provider: MetaProvider) -> None:
+        delivered = status("delivered", errors=UNDELIVERABLE["errors"])
+        reply = webhook_provider.handle_webhook(meta_signed(meta_body(notification(delivered))))
+        assert reply.receipts == (ProviderReceipt(WAMID, "delivered", at=SENT_TIME),)
+
+    def test_post_answers_ok(self, webhook_provider: MetaProvider) -> None:
+        reply = webhook_provider.handle_webhook(
+            meta_signed(meta_body(notification(status("read"))))
+        )
+        assert (reply.status, reply.text) == (200, "ok")
+
+    def test_other_methods_are_405(self, webhook_provider: MetaProvider) -> None:
+        request = dataclasses.replace(meta_signed(b"{}"), method="PUT")
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(request)
+        assert caught.value.status == 405
+
 
 def meta_config(**settings: str) -> ProviderConfig:
     return ProviderConfig(
@@ -287,3 +598,15 @@ def test_capabilities_exclude_groups_and_allow_80_messages_per_second() -> None:
         4096,
         80.0,
     )
+
+
+def test_only_a_verify_token_does_not_turn_the_webhook_on() -> None:
+    provider = MetaProvider(meta_config(META_WEBHOOK_VERIFY_TOKEN=VERIFY_TOKEN))
+    assert provider.accepts_webhooks is False
+    with pytest.raises(WebhookRejected) as caught:
+        provider.handle_webhook(meta_signed(meta_body(notification(status("read")))))
+    assert caught.value.status == 404
+
+
+def test_the_app_secret_turns_the_webhook_on() -> None:
+    assert MetaProvider(meta_config(META_APP_SECRET=APP_SECRET)).accepts_webhooks is True

@@ -1,25 +1,40 @@
-"""The Twilio provider against a fake Twilio REST API that checks the exact wire format.
+"""The Twilio provider against a fake Twilio REST API that checks the exact wire format,
+and its status callbacks against requests signed as Twilio signs them.
 
 The success body is the Message resource of Twilio's OpenAPI spec
 (twilio/twilio-oai:spec/json/twilio_api_v2010.json); error bodies use the REST error
 shape `{code, message, more_info, status}` with the messages of twilio.com/docs/errors.
+Status callbacks carry the fields of Twilio's "Track outbound message status" guide;
+their signatures are computed here and checked against the official `twilio`
+package's RequestValidator both ways.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
+import hmac
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from multidict import CIMultiDict, MultiDict
+from twilio.request_validator import RequestValidator
 
 from wa_gateway import (
     Notification,
     PermanentError,
+    Provider,
     ProviderConfig,
     ProviderConfigError,
+    ProviderReceipt,
     TransientError,
+    WebhookRejected,
+    WebhookRequest,
 )
 from wa_gateway.testing import (
     SAMPLE_TEXT,
@@ -28,6 +43,9 @@ from wa_gateway.testing import (
     FakeProviderApi,
     ProviderConformance,
     RecordedRequest,
+    WebhookConformance,
+    WebhookSample,
+    closed_port,
     group_message,
     phone_message,
 )
@@ -37,6 +55,8 @@ ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
 SENDER = "whatsapp:+14155238886"
 MESSAGE_SID = "SM0123456789abcdef0123456789abcdef"
+WEBHOOK_URL = "https://wa.example.com/webhooks/default"
+FORM = "application/x-www-form-urlencoded"
 
 SUCCESS = {
     "account_sid": ACCOUNT_SID,
@@ -81,11 +101,66 @@ def case(answer: Answer, **kwargs: object) -> ErrorCase:
     return ErrorCase(answer, code=code, **kwargs)  # type: ignore[arg-type]
 
 
-class TestTwilioConformance(ProviderConformance):
+# -- status callbacks, as Twilio posts them ------------------------------------------
+
+
+def callback(status: str, sid: str = MESSAGE_SID, **extra: str) -> dict[str, str]:
+    """The form of a WhatsApp message's status callback."""
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "ChannelPrefix": "whatsapp",
+        "ChannelToAddress": "+62812345XXXX",
+        "From": SENDER,
+        "MessageSid": sid,
+        "MessageStatus": status,
+        "SmsSid": sid,
+        "SmsStatus": status,
+        "To": "whatsapp:+6281234567890",
+        **extra,
+    }
+
+
+def twilio_signature(url: str, params: Iterable[tuple[str, str]], token: str = AUTH_TOKEN) -> str:
+    """Twilio's algorithm, written out here: the URL, then each name and value sorted."""
+    pairs = sorted(set(params))
+    signed = url + "".join(name + value for name, value in pairs)
+    digest = hmac.new(token.encode(), signed.encode("utf-8", "surrogatepass"), hashlib.sha1)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def form_body(payload: Any) -> bytes:
+    return urlencode(payload, doseq=True, errors="surrogatepass").encode("ascii")
+
+
+def form_pairs(body: bytes) -> list[tuple[str, str]]:
+    """What can be read of a body as a form (nothing when it is not ASCII)."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        return []
+    return parse_qsl(text, keep_blank_values=True, errors="surrogateescape")
+
+
+def twilio_signed(body: bytes, url: str = WEBHOOK_URL, token: str = AUTH_TOKEN) -> WebhookRequest:
+    headers = CIMultiDict(
+        {
+            "Content-Type": FORM,
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": "1f3b7a02-5d6c-4e8f-9a1b-2c3d4e5f6a7b",
+            "X-Twilio-Signature": twilio_signature(url, form_pairs(body), token),
+        }
+    )
+    return WebhookRequest("POST", url, headers, {}, body)
+
+
+class TestTwilioConformance(ProviderConformance, WebhookConformance):
     provider_name = "twilio"
     success = Answer(201, SUCCESS)
     success_message_id = MESSAGE_SID
     required_settings = ("WA_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_FROM")
+    signature_header = "X-Twilio-Signature"
+    webhook_settings = ("WA_API_KEY",)  # the auth token signs the callbacks
     rejected_messages = (
         group_message(),  # no WhatsApp groups through Twilio
         phone_message(text="x" * 1601),  # error 21617: Body holds at most 1600 characters
@@ -158,6 +233,7 @@ class TestTwilioConformance(ProviderConformance):
             api_key=AUTH_TOKEN,
             api_url=api_url,
             settings={"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_FROM": SENDER},
+            webhook_url=WEBHOOK_URL,
         )
 
     def check_request(self, request: RecordedRequest, message: Notification) -> None:
@@ -172,7 +248,190 @@ class TestTwilioConformance(ProviderConformance):
             "From": SENDER,
             "To": f"whatsapp:{message.target.address}",
             "Body": message.text,
+            "StatusCallback": WEBHOOK_URL,
         }
+
+    def make_webhook_config(self) -> ProviderConfig:
+        return self.make_config(f"http://127.0.0.1:{closed_port()}")
+
+    def signed_request(self, provider: Provider, payload: Any) -> WebhookRequest:
+        return twilio_signed(payload if isinstance(payload, bytes) else form_body(payload))
+
+    def sample_payloads(self) -> list[WebhookSample]:
+        return [
+            WebhookSample(callback("delivered"), [ProviderReceipt(MESSAGE_SID, "delivered")]),
+            WebhookSample(callback("read"), [ProviderReceipt(MESSAGE_SID, "read")]),
+            WebhookSample(
+                callback("failed", ErrorCode="63016", ErrorMessage="Outside messaging window"),
+                [ProviderReceipt(MESSAGE_SID, "failed", code="63016", message="Outside")],
+            ),
+            WebhookSample(
+                callback("undelivered", ErrorCode="63024"),
+                [ProviderReceipt(MESSAGE_SID, "failed", code="63024")],
+                id="undelivered-is-failed",
+            ),
+            WebhookSample(callback("sent"), [ProviderReceipt(MESSAGE_SID, "sent")]),
+            WebhookSample(callback("queued"), [], id="queued-is-no-receipt"),
+            WebhookSample(callback("sending"), [], id="sending-is-no-receipt"),
+        ]
+
+    # -- StatusCallback ------------------------------------------------------------
+
+    async def test_status_callback_is_sent_only_with_a_webhook_url(
+        self, api: FakeProviderApi
+    ) -> None:
+        config = dataclasses.replace(self.make_config(api.url), webhook_url=None)
+        provider = TwilioProvider(config)
+        try:
+            await provider.send(phone_message())
+        finally:
+            await provider.close()
+        (request,) = api.requests
+        assert set(request.form()) == {"From", "To", "Body"}
+
+    async def test_status_callback_is_the_channels_webhook_url(
+        self, provider: TwilioProvider, api: FakeProviderApi
+    ) -> None:
+        await provider.send(phone_message())
+        (request,) = api.requests
+        assert request.form()["StatusCallback"] == WEBHOOK_URL
+
+    # -- the webhook ---------------------------------------------------------------
+
+    def test_the_official_validator_accepts_our_signatures(self) -> None:
+        validator = RequestValidator(AUTH_TOKEN)
+        for sample in self.sample_payloads():
+            request = twilio_signed(form_body(sample.payload))
+            signature = request.headers["X-Twilio-Signature"]
+            assert validator.validate(WEBHOOK_URL, sample.payload, signature), sample.test_id
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            WEBHOOK_URL,
+            f"{WEBHOOK_URL}?source=twilio&n=1",
+            "http://203.0.113.7:8080/webhooks/people",
+        ],
+        ids=["public-url", "with-a-query", "own-address-and-port"],
+    )
+    def test_a_signature_the_official_validator_computes_is_accepted(
+        self, webhook_provider: TwilioProvider, url: str
+    ) -> None:
+        params = callback(
+            "failed", ErrorCode="63016", ErrorMessage="Fuera de la ventana 😀 & más = sí"
+        )
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+        headers = {"Content-Type": FORM, "X-Twilio-Signature": signature}
+        request = WebhookRequest("POST", url, headers, {}, form_body(params))
+        (receipt,) = webhook_provider.handle_webhook(request).receipts
+        assert (receipt.status, receipt.code, receipt.message) == (
+            "failed",
+            "63016",
+            "Fuera de la ventana 😀 & más = sí",
+        )
+
+    def test_repeated_fields_are_signed_as_the_official_validator_signs_them(
+        self, webhook_provider: TwilioProvider
+    ) -> None:
+        pairs = [*callback("read").items(), ("MediaUrl", "b"), ("MediaUrl", "a"), ("MediaUrl", "a")]
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(WEBHOOK_URL, MultiDict(pairs))
+        assert signature == twilio_signature(WEBHOOK_URL, pairs)
+        headers = {"Content-Type": FORM, "X-Twilio-Signature": signature}
+        request = WebhookRequest("POST", WEBHOOK_URL, headers, {}, form_body(pairs))
+        assert [r.status for r in webhook_provider.handle_webhook(request).receipts] == ["read"]
+
+    @pytest.mark.parametrize(
+        ("signed_url", "called_url"),
+        [
+            ("https://wa.example.com:443/webhooks/default", WEBHOOK_URL),
+            (WEBHOOK_URL, "https://wa.example.com:443/webhooks/default"),
+            (
+                "http://wa.example.com/webhooks/default",
+                "http://wa.example.com:8080/webhooks/default",
+            ),
+        ],
+        ids=["signed-with-default-port", "called-with-default-port", "signed-without-port"],
+    )
+    def test_the_port_is_checked_with_and_without_as_twilio_signs_either(
+        self, webhook_provider: TwilioProvider, signed_url: str, called_url: str
+    ) -> None:
+        body = form_body(callback("delivered"))
+        request = twilio_signed(body, url=signed_url)
+        request = dataclasses.replace(request, url=called_url)
+        assert [r.status for r in webhook_provider.handle_webhook(request).receipts] == [
+            "delivered"
+        ]
+
+    @pytest.mark.parametrize(
+        "request_change",
+        [
+            {"url": "https://wa.example.com/webhooks/other"},
+            {"url": "http://wa.example.com/webhooks/default"},  # the scheme is signed
+            {"url": "https://other.example.com/webhooks/default"},
+        ],
+        ids=["another-path", "another-scheme", "another-host"],
+    )
+    def test_a_signature_for_another_url_is_401(
+        self, webhook_provider: TwilioProvider, request_change: dict[str, str]
+    ) -> None:
+        request = dataclasses.replace(twilio_signed(form_body(callback("read"))), **request_change)
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(request)
+        assert caught.value.status == 401
+
+    def test_a_signature_with_another_auth_token_is_401(
+        self, webhook_provider: TwilioProvider
+    ) -> None:
+        request = twilio_signed(form_body(callback("read")), token="0" * 32)
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(request)
+        assert caught.value.status == 401
+
+    @pytest.mark.parametrize(
+        ("change", "status"),
+        [
+            ({"method": "GET"}, 405),
+            ({"headers": {"Content-Type": "application/json"}}, 415),
+            ({"headers": {}}, 415),
+        ],
+        ids=["get", "json", "no-content-type"],
+    )
+    def test_what_is_no_status_callback_is_rejected(
+        self, webhook_provider: TwilioProvider, change: dict[str, Any], status: int
+    ) -> None:
+        request = dataclasses.replace(twilio_signed(form_body(callback("read"))), **change)
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(request)
+        assert caught.value.status == status
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {k: v for k, v in callback("read").items() if k != "MessageSid"},
+            {k: v for k, v in callback("read").items() if k != "MessageStatus"},
+            callback("read", sid="SM123"),
+            callback("read", sid=""),
+            [*callback("read").items(), ("MessageStatus", "failed")],
+        ],
+        ids=["no-sid", "no-status", "short-sid", "empty-sid", "two-statuses"],
+    )
+    def test_a_signed_form_without_one_sid_and_status_is_400(
+        self, webhook_provider: TwilioProvider, params: Any
+    ) -> None:
+        with pytest.raises(WebhookRejected) as caught:
+            webhook_provider.handle_webhook(twilio_signed(form_body(params)))
+        assert caught.value.status == 400
+
+    def test_the_form_may_name_its_charset(self, webhook_provider: TwilioProvider) -> None:
+        request = twilio_signed(form_body(callback("delivered")))
+        headers = {**request.headers, "Content-Type": f"{FORM}; charset=UTF-8"}
+        reply = webhook_provider.handle_webhook(dataclasses.replace(request, headers=headers))
+        assert [r.status for r in reply.receipts] == ["delivered"]
+
+    def test_a_delivered_status_keeps_no_error_code(self, webhook_provider: TwilioProvider) -> None:
+        request = twilio_signed(form_body(callback("delivered", ErrorCode="30008")))
+        reply = webhook_provider.handle_webhook(request)
+        assert reply.receipts == (ProviderReceipt(MESSAGE_SID, "delivered"),)
 
     async def test_utf8_text_arrives_byte_exact(
         self, provider: TwilioProvider, api: FakeProviderApi

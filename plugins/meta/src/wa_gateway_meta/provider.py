@@ -5,6 +5,9 @@ Errors are `{"error": {"code", "message", "error_data": {"details"}, "fbtrace_id
 classified by `code` (errors.py). A 5xx whose code is unknown is retried: Meta has
 no idempotency key, so that can deliver twice, which for notifications beats losing
 one; see "Double sends" in the README.
+
+With META_APP_SECRET set, the channel's webhook takes Meta's status reports
+(webhooks.py): delivered, read and the failures a send's 200 could not tell.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from wa_gateway import (
     ProviderConfig,
     ProviderConfigError,
     Receipt,
+    WebhookReply,
+    WebhookRequest,
 )
 
 from . import errors
+from .webhooks import MetaWebhook
 
 DEFAULT_API_VERSION = "v23.0"
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
@@ -50,6 +56,29 @@ class MetaProvider(HttpProvider):
         if not _API_VERSION.match(version):
             raise ProviderConfigError(f"META_API_VERSION={version!r} is not like 'v23.0'")
         self.default_api_url = f"https://graph.facebook.com/{version}"
+        app_secret = config.setting("META_APP_SECRET")
+        self.webhook = (
+            MetaWebhook(app_secret, config.setting("META_WEBHOOK_VERIFY_TOKEN"))
+            if app_secret
+            else None
+        )
+
+    @property
+    def accepts_webhooks(self) -> bool:
+        """Only a channel with META_APP_SECRET can tell Meta's requests from others'."""
+        return self.webhook is not None
+
+    def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        if self.webhook is None:
+            return super().handle_webhook(request)
+        return self.webhook.handle(request)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        extra = (
+            self.config.setting(name) for name in ("META_APP_SECRET", "META_WEBHOOK_VERIFY_TOKEN")
+        )
+        return (*super().secrets, *(value for value in extra if value))
 
     async def send(self, message: Notification) -> Receipt:
         payload = {

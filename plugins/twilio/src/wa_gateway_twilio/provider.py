@@ -3,7 +3,9 @@
 A form-encoded POST with HTTP Basic auth (account SID, auth token). Success is 201
 with the message `sid`; errors are `{"code", "message", "more_info", "status"}`,
 classified by `code` (errors.py). Twilio accepts a message before WhatsApp delivers
-it: later failures (63016, 63024 …) reach only a StatusCallback, not this send.
+it: later failures (63016, 63024 …) reach only a StatusCallback, not this send. So
+each send names the channel's webhook (GATEWAY_PUBLIC_URL + /webhooks/<channel>) as
+its StatusCallback when there is one, and webhooks.py reads what Twilio posts there.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from wa_gateway import (
     ProviderConfig,
     ProviderConfigError,
     Receipt,
+    WebhookReply,
+    WebhookRequest,
 )
 
 from . import errors
+from .webhooks import TwilioWebhook
 
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _E164 = re.compile(r"^\+[1-9]\d{7,14}$")
@@ -54,9 +59,20 @@ class TwilioProvider(HttpProvider):
         self.sender = _CHANNEL + sender
         credentials = f"{self.account_sid}:{auth_token}".encode()
         self.authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        self.webhook = TwilioWebhook(auth_token)
+
+    @property
+    def accepts_webhooks(self) -> bool:
+        """Always: the auth token every configured provider has signs the callbacks."""
+        return True
+
+    def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        return self.webhook.handle(request)
 
     async def send(self, message: Notification) -> Receipt:
         form = {"From": self.sender, "To": _CHANNEL + message.target.address, "Body": message.text}
+        if self.config.webhook_url is not None:
+            form["StatusCallback"] = self.config.webhook_url
         answer = await self.request(
             "POST",
             f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json",
