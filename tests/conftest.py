@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -187,6 +188,7 @@ def start_gateway(aiohttp_client: Any, plugins: PluginSet) -> Callable[..., Any]
 
     async def start(settings: Settings, *, wait_broker: bool = True) -> tuple[Any, Services]:
         services = Services(settings, plugins)
+        await services.check_ledger()  # as a process does at start: SQLite is migrated here
         client = await aiohttp_client(make_app(services), server_kwargs=dict(SERVER_OPTIONS))
         if wait_broker:
             await services.broker.wait_connected(timeout=10)
@@ -276,6 +278,27 @@ def topology_of(settings: Settings) -> Topology:
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_ADMIN_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+"""A role that may create databases, and a database to connect to while doing it."""
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own, without schema; dropped afterwards."""
+    import asyncpg
+
+    name = f"wa_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield urlunsplit(urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/{name}"))
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

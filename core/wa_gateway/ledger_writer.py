@@ -87,12 +87,21 @@ def read_change(message: AbstractIncomingMessage) -> StatusChange:
         key=change_key(notification.id, "queued", 0, generation),
         id=notification.id,
         status="queued",
-        at=notification.created_at if replayed is None else datetime.now(UTC),
+        at=notification.created_at if replayed is None else _replay_time(str(replayed)),
         channel=notification.channel,
         facts=facts_of(notification),
         replay=replayed is not None,
         message="replayed from the dead-letter queue" if replayed is not None else None,
     )
+
+
+def _replay_time(stamp: str) -> datetime:
+    """When the dead letter was replayed (its header), which orders the timeline."""
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return datetime.now(UTC)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class LedgerWriter:

@@ -12,7 +12,7 @@ import pytest
 from wa_gateway import UserError, cli, hookimpl
 from wa_gateway.plugins import PluginSet, make_plugin_manager
 
-BUILT_IN_COMMANDS = {"providers", "events", "status", "channels", "dlq", "db"}
+BUILT_IN_COMMANDS = {"providers", "events", "status", "channels", "dlq", "db", "notifications"}
 
 
 def command_plugin(name: str, handler: Any, **defaults: Any) -> types.ModuleType:

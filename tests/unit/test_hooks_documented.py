@@ -106,7 +106,7 @@ def test_register_commands_example_adds_a_command_that_runs(
     commands = parser.add_subparsers(dest="command", required=True)
     plugins.add_commands(commands)
     assert plugins.problems == []
-    added = set(commands.choices) - {"providers", "events", "status", "channels", "dlq", "db"}
+    added = set(commands.choices) - {"providers", "events", "status", "channels", "dlq", "db", "notifications"}
     assert len(added) == 1
     name = added.pop()
     args = parser.parse_args([name])
