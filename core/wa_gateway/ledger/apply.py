@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, update
@@ -87,7 +88,7 @@ async def apply_changes(engine: AsyncEngine, changes: Sequence[StatusChange]) ->
 
 async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -> Applied:
     result = Applied()
-    ids = await _resolve(connection, changes)
+    ids, changes = await _resolve(connection, changes)
     await _create_rows(connection, changes, ids)
     known = await _existing(connection, {i for i in ids if i is not None})
     rows = []
@@ -120,28 +121,53 @@ async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -
     return result
 
 
-async def _resolve(connection: AsyncConnection, changes: Sequence[StatusChange]) -> list[str | None]:
+async def _resolve(
+    connection: AsyncConnection, changes: Sequence[StatusChange]
+) -> tuple[list[str | None], list[StatusChange]]:
     """Each change's notification id; a receipt's from the provider's message id (the
-    newest notification with it, or a `sent` earlier in this batch)."""
-    wanted = {c.provider_message_id for c in changes if c.id is None and c.provider_message_id}
-    by_provider_id: dict[tuple[str, str], str] = {}
+    newest notification with it, or a `sent` earlier in this batch). The ids are compared
+    clipped, as they are stored.
+
+    Also the changes to record: a receipt's time is the provider's, in whole seconds
+    (Meta) and on the provider's clock, so it is never put before the change it follows
+    (the notification's latest change when the receipt came): the timeline, ordered by
+    time, stays in the order things happened."""
+    wanted = {_provider_id(c)[1] for c in changes if c.id is None and c.provider_message_id}
+    by_provider_id: dict[tuple[str, str], tuple[str, datetime]] = {}
     if wanted:
         found = await connection.execute(
-            select(_notifications.c.id, _notifications.c.provider, _notifications.c.provider_message_id)
+            select(_notifications.c.id, _notifications.c.provider, _notifications.c.provider_message_id,
+                   _notifications.c.updated_at)
             .where(_notifications.c.provider_message_id.in_(sorted(wanted)))
             .order_by(_notifications.c.created_at)
         )
-        for notification_id, provider, provider_message_id in found:
-            by_provider_id[(provider, provider_message_id)] = notification_id
+        for notification_id, provider, provider_message_id, updated_at in found:
+            by_provider_id[(provider, provider_message_id)] = (notification_id, updated_at)
     ids: list[str | None] = []
+    recorded: list[StatusChange] = []
     for change in changes:
         if change.id is not None:
             if change.provider_message_id and change.provider:
-                by_provider_id[(change.provider, change.provider_message_id)] = change.id
+                by_provider_id[_provider_id(change)] = (change.id, change.at)
             ids.append(change.id)
-        else:
-            ids.append(by_provider_id.get((change.provider or "", change.provider_message_id or "")))
-    return ids
+            recorded.append(change)
+            continue
+        found_id = by_provider_id.get(_provider_id(change))
+        if found_id is None:
+            ids.append(None)
+            recorded.append(change)
+            continue
+        notification_id, latest = found_id
+        ids.append(notification_id)
+        if change.at < latest:
+            change = change.model_copy(update={"at": latest})
+        by_provider_id[_provider_id(change)] = (notification_id, max(latest, change.at))
+        recorded.append(change)
+    return ids, recorded
+
+
+def _provider_id(change: StatusChange) -> tuple[str, str]:
+    return _clip("provider", change.provider or ""), _clip("provider_message_id", change.provider_message_id or "")
 
 
 async def _create_rows(
@@ -169,13 +195,20 @@ async def _create_rows(
         }
     if rows:
         insert = _insert(connection, _notifications).on_conflict_do_nothing(index_elements=["id"])
-        await connection.execute(insert, list(rows.values()))
+        # in the order of the ids, as _existing locks them: two writers never deadlock
+        await connection.execute(insert, sorted(rows.values(), key=lambda row: row["id"]))
 
 
 async def _existing(connection: AsyncConnection, ids: set[str]) -> set[str]:
+    """The ids in the ledger, their rows locked (PostgreSQL) in the order of the ids: a
+    second writer of the same notifications waits here, before it takes any other lock
+    (event keys, row updates) in an order of its own, so the two never deadlock."""
     if not ids:
         return set()
-    found = await connection.execute(select(_notifications.c.id).where(_notifications.c.id.in_(sorted(ids))))
+    found = await connection.execute(
+        select(_notifications.c.id).where(_notifications.c.id.in_(sorted(ids)))
+        .order_by(_notifications.c.id).with_for_update()
+    )
     return set(found.scalars())
 
 
