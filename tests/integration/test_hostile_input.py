@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import AsyncIterator
@@ -29,6 +31,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from wa_gateway.testing import HOSTILE_BODIES
 
 from ..conftest import LOGISTIC, get_all, queue_size
 from ..live_gateway import free_port, spawn_live
@@ -507,6 +511,64 @@ def other_routes() -> list[Case]:
     return cases
 
 
+WEBHOOK_SECRET = "meta-app-secret-hostile-0001"
+WEBHOOK_TOKEN = "meta-verify-token-hostile"
+
+
+def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> tuple[tuple[str, str], ...]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return (("X-Hub-Signature-256", f"sha256={digest}"),)
+
+
+def webhooks() -> list[Case]:
+    """Requests to /webhooks/<channel> from the internet: no API key, a Meta signature."""
+    path = "/webhooks/default"
+    cases = [Case(f"webhook-unsigned-{name}", body, path=path, auth=None, status=401)
+             for name, body in HOSTILE_BODIES]
+    shapes = {
+        "not-json": b"{nope", "cut-json": b'{"object": "whatsapp_business_account", "entry": [{',
+        "array": b"[]", "string": b'"x"', "entry-not-a-list": b'{"object": "whatsapp_business_account", "entry": 1}',
+        "statuses-not-a-list": js({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"statuses": "delivered"}}]}]}),
+        "status-id-missing": js({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"statuses": [{"status": "read"}]}}]}]}),
+        "status-id-a-number": js({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"statuses": [{"id": 7, "status": "read"}]}}]}]}),
+        "invalid-utf8": b'{"object": "whatsapp_business_account", "entry": [{"id": "\\xff\xff"}]}',
+        "nested-5000": nested(5000),
+    }
+    cases += [Case(f"webhook-signed-{name}", body, path=path, auth=None, headers=signed(body), status=400)
+              for name, body in shapes.items()]
+    good = js({"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
+        "statuses": [{"id": "wamid.x", "status": "read", "timestamp": "1764320000"}]}}]}]})
+    digest = signed(good)[0][1]
+    wrong_signatures = {
+        "other-secret": signed(good, "not-the-secret"), "other-body": signed(good + b" "),
+        "sha1-scheme": (("X-Hub-Signature-256", digest.replace("sha256=", "sha1=")),),
+        "no-scheme": (("X-Hub-Signature-256", digest.removeprefix("sha256=")),),
+        "truncated": (("X-Hub-Signature-256", digest[:-2]),), "empty": (("X-Hub-Signature-256", ""),),
+        "old-header-only": (("X-Hub-Signature", digest),),
+        "not-hex": (("X-Hub-Signature-256", "sha256=" + "zz" * 32),),
+    }
+    cases += [Case(f"webhook-signature-{name}", good, path=path, auth=None, headers=headers, status=401)
+              for name, headers in wrong_signatures.items()]
+    cases += [
+        Case("webhook-64KiB-plus-one", b" " * (64 * 1024 + 1), path=path, auth=None, status=413),
+        Case("webhook-2MiB-chunked", b"x" * MIB2, path=path, auth=None, chunked=True, status=413),
+        Case("webhook-unknown-channel", good, path="/webhooks/nosuch", auth=None, headers=signed(good), status=404),
+        Case("webhook-channel-dot-dot", None, method="GET", path="/webhooks/..%2f..%2fadmin", auth=None,
+             content_type=None, status=404),
+        Case("webhook-no-channel", good, path="/webhooks/", auth=None, status=404),
+        Case("webhook-put", good, method="PUT", path=path, auth=None, status=405),
+        Case("webhook-handshake-wrong-token", None, method="GET", auth=None, content_type=None, status=403,
+             path=f"{path}?hub.mode=subscribe&hub.verify_token=guess&hub.challenge=1"),
+        Case("webhook-handshake-no-token", None, method="GET", auth=None, content_type=None, status=403,
+             path=f"{path}?hub.mode=subscribe&hub.challenge=1"),
+        Case("webhook-handshake-nothing", None, method="GET", path=path, auth=None, content_type=None),
+    ]
+    return cases
+
+
 GROUPS: dict[str, list[Case]] = {
     "truncated-send": truncated_send(),
     "truncated-event": truncated_event(),
@@ -565,6 +627,7 @@ def found_here() -> list[Case]:
 
 
 GROUPS["found-here"] = found_here()
+WEBHOOK_CASES = webhooks()
 
 
 # -- sending and judging ----------------------------------------------------------------
@@ -725,6 +788,34 @@ async def test_hostile_requests_get_a_json_4xx_and_queue_nothing(group, make_set
         failures += await valid_request_still_queued(client, amqp, work)
 
     assert not failures, f"{group}: {len(failures)} problem(s) over {len(cases)} cases:\n" + "\n".join(failures)
+
+
+async def test_hostile_webhooks_get_a_json_4xx_and_record_nothing(
+    make_settings, aiohttp_client, installed_plugins, amqp
+):
+    from wa_gateway.gateway import SERVER_OPTIONS, make_app
+    from wa_gateway.services import Services
+
+    settings = make_settings(
+        wa_provider="meta", wa_api_key="meta-access-token", wa_api_url="http://127.0.0.1:9",
+        raw_env={"META_PHONE_NUMBER_ID": "106540352242922", "META_APP_SECRET": WEBHOOK_SECRET,
+                 "META_WEBHOOK_VERIFY_TOKEN": WEBHOOK_TOKEN},
+        gateway_api_keys=[KEY_A], gateway_rate_limit=0,
+    )
+    services = Services(settings, installed_plugins)
+    await services.check_ledger()
+    client = await aiohttp_client(make_app(services), server_kwargs=dict(SERVER_OPTIONS))
+    await services.broker.wait_connected(timeout=10)
+
+    failures = []
+    for case in WEBHOOK_CASES:
+        failures += [f"{case.name}: {problem}" for problem in problems(case, await send(client, case))]
+    recorded = await queue_size(amqp, services.topology.ledger_queue)
+    if recorded:
+        failures.append(f"{recorded} receipt(s) reached {services.topology.ledger_queue}")
+    failures += [f"counted as a server error: {line}" for line in await server_errors_counted(client)]
+    assert len(WEBHOOK_CASES) >= 40
+    assert not failures, f"webhooks: {len(failures)} problem(s) over {len(WEBHOOK_CASES)} cases:\n" + "\n".join(failures)
 
 
 TEMPLATE_PAYLOADS = [
