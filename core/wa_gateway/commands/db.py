@@ -1,5 +1,5 @@
 """`wa-gateway db upgrade` and `wa-gateway db prune [--days N]`: the ledger's schema and
-its retention (README "Ledger (database)"). A database that cannot be reached, or a
+its retention (README "The ledger"). A database that cannot be reached, or a
 DATABASE_URL it cannot use, is one line and exit 2."""
 
 from __future__ import annotations
