@@ -126,8 +126,8 @@ async def test_db_upgrade_then_a_process_starts_and_db_prune_deletes_old_rows(
                 id_, created,
             )
             await connection.execute(
-                "INSERT INTO notification_events (notification_id, at, status)"
-                " VALUES ($1, $2, 'queued'), ($1, $2, 'sent')",
+                "INSERT INTO notification_events (notification_id, at, status, key)"
+                " VALUES ($1, $2, 'queued', $1 || ':queued'), ($1, $2, 'sent', $1 || ':sent')",
                 id_, created,
             )
         pruned = await asyncio.to_thread(wa_gateway, tmp_path, database_url, "prune", "--days", "30")
@@ -158,3 +158,52 @@ async def test_a_missing_database_is_one_line_exit_2(database_url: str, tmp_path
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert 'database "wa_no_such_database" does not exist' in line
+
+
+OLD_ROWS = """
+INSERT INTO notifications (id, channel, provider, "to", target_kind, target_address, status,
+    provider_message_id, attempts, created_at, updated_at)
+VALUES ('n-1', 'default', 'meta', 'budi', 'phone', '+6281234567890', 'sent', 'wamid.1', 1, now(), now());
+INSERT INTO notification_events (notification_id, at, status) VALUES ('n-1', now(), 'queued');
+INSERT INTO notification_events (notification_id, at, status) VALUES ('n-1', now(), 'sent');
+"""
+
+
+async def test_upgrade_from_the_previous_revision_keeps_the_rows_and_the_writer_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    from wa_gateway.ledger.apply import apply_changes
+    from wa_gateway.ledger.changes import StatusChange
+    from wa_gateway.ledger.queries import get_notification
+
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, database_url, "0001")
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(OLD_ROWS)
+        finally:
+            await connection.close()
+        # a process of this release on the old schema stops with one line
+        process = subprocess.run(
+            [sys.executable, "-m", "wa_gateway.cli", "--env-file", "", "worker"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "DATABASE_URL": database_url, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"},
+        )
+        assert process.returncode == 2
+        [line] = process.stderr.strip().splitlines()
+        assert line.endswith(f"is at schema revision 0001, this wa-gateway needs {head()}: run `wa-gateway db upgrade`")
+
+        done = await upgrade(engine, database_url)
+
+        assert (done.before, done.after) == ("0001", head())
+        receipt = StatusChange(key="r:meta:wamid.1:delivered", status="delivered", provider="meta",
+                               provider_message_id="wamid.1")
+        applied = await apply_changes(engine, [receipt])
+        assert applied.recorded == 1 and applied.unresolved == []
+        found = await get_notification(engine, "n-1")
+        assert found is not None
+        assert [e["status"] for e in found["events"]] == ["queued", "sent", "delivered"]
+        assert found["status"] == "delivered"
+    finally:
+        await engine.dispose()

@@ -236,3 +236,24 @@ async def _add(engine: AsyncEngine, id_: str, created_at: datetime, *, events: i
 async def _ids(engine: AsyncEngine) -> set[str]:
     async with async_sessionmaker(engine)() as session:
         return set((await session.scalars(select(NotificationRecord.id))).all())
+
+
+async def test_sqlite_from_the_previous_revision_is_migrated_with_its_rows(url: str, engine: AsyncEngine) -> None:
+    from sqlalchemy import text
+
+    from wa_gateway.ledger.queries import get_notification
+
+    await upgrade(engine, url, "0001")
+    async with engine.begin() as connection:
+        await connection.execute(text(
+            "INSERT INTO notifications (id, channel, provider, \"to\", target_kind, target_address, status, "
+            "attempts, created_at, updated_at) VALUES ('n-1', 'default', 'log', 'logistic', 'group', "
+            "'120363195657916590@g.us', 'sent', 1, '2026-11-28 08:00:00', '2026-11-28 08:00:01')"))
+        await connection.execute(text(
+            "INSERT INTO notification_events (notification_id, at, status) "
+            "VALUES ('n-1', '2026-11-28 08:00:00', 'queued'), ('n-1', '2026-11-28 08:00:01', 'sent')"))
+
+    async with open_ledger(url) as opened:  # a process migrates SQLite itself
+        assert await current_revision(opened) == head()
+        found = await get_notification(opened, "n-1")
+    assert found is not None and [e["status"] for e in found["events"]] == ["queued", "sent"]
