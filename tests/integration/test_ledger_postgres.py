@@ -127,8 +127,8 @@ async def test_db_upgrade_then_a_process_starts_and_db_prune_deletes_old_rows(
             )
             await connection.execute(
                 "INSERT INTO notification_events (notification_id, at, status, key)"
-                " VALUES ($1, $2, 'queued', $1 || ':queued'), ($1, $2, 'sent', $1 || ':sent')",
-                id_, created,
+                " VALUES ($1, $2, 'queued', $3), ($1, $2, 'sent', $4)",
+                id_, created, f"{id_}:queued", f"{id_}:sent",
             )
         pruned = await asyncio.to_thread(wa_gateway, tmp_path, database_url, "prune", "--days", "30")
         assert pruned.returncode == 0, pruned.stderr
