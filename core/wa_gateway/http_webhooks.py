@@ -96,6 +96,12 @@ async def webhook(request: web.Request) -> web.Response:
     return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)
 
 
+def _clean(text: str) -> str:
+    """What a database can store: no NUL, no lone surrogate (a plugin may pass them on
+    from a hostile body; the conformance kit checks the plugins, this checks the rest)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def _code(status: int) -> str:
     return {400: "invalid_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
             405: "method_not_allowed", 415: "unsupported_media_type"}[status]
@@ -139,17 +145,17 @@ async def _record(services: Services, channel: str, provider: str, receipts: tup
         return  # no ledger: nothing keeps receipts (README "Receipts")
     changes = [
         StatusChange(
-            key=receipt_key(provider, r.provider_message_id, r.status),
+            key=receipt_key(provider, _clean(r.provider_message_id), r.status),
             status=r.status,  # type: ignore[arg-type]  # checked below: RECEIPT_STATUSES
             at=r.at or datetime.now(UTC),
             channel=channel,
             provider=provider,
-            provider_message_id=r.provider_message_id[:255],
-            code=None if r.code is None else str(r.code),
-            message=r.message,
+            provider_message_id=_clean(r.provider_message_id)[:255],
+            code=None if r.code is None else _clean(str(r.code))[:64],
+            message=None if r.message is None else _clean(r.message)[:2000],
         )
         for r in receipts
-        if r.status in RECEIPT_STATUSES and r.provider_message_id
+        if r.status in RECEIPT_STATUSES and isinstance(r.provider_message_id, str) and _clean(r.provider_message_id)
     ]
     try:
         await asyncio.gather(*(feed.try_publish(change) for change in changes))

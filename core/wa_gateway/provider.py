@@ -190,6 +190,16 @@ class WebhookRequest:
     body: bytes
     """The raw body, at most 64 KiB: signatures are computed over these bytes."""
 
+    def header(self, name: str) -> str | None:
+        """The one value of header `name`, whatever its case; None when it is missing or
+        repeated (a repeated signature is nobody's signature)."""
+        wanted = name.lower()
+        values = [
+            value for key, value in self.headers.items()
+            if isinstance(key, str) and key.lower() == wanted and isinstance(value, str)
+        ]
+        return values[0] if len(values) == 1 else None
+
 
 @dataclass(frozen=True)
 class WebhookReply:

@@ -56,7 +56,7 @@ class MetaWebhook:
         if method == "GET":
             return self.verify_subscription(request.query)
         if method == "POST":
-            self.check_signature(request.headers, request.body)
+            self.check_signature(request)
             return WebhookReply(receipts=read_receipts(request.body), text="ok")
         raise WebhookRejected(405, f"{request.method} is not a method of Meta's webhook")
 
@@ -79,27 +79,16 @@ class MetaWebhook:
             raise WebhookRejected(400, "hub.challenge is missing or not Meta's (digits)")
         return WebhookReply(text=challenge)
 
-    def check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Raise 401 unless `X-Hub-Signature-256` is the HMAC of `body` with our secret."""
-        header = header_value(headers, SIGNATURE_HEADER)
+    def check_signature(self, request: WebhookRequest) -> None:
+        """Raise 401 unless `X-Hub-Signature-256` is the HMAC of the body with our secret."""
+        header = request.header(SIGNATURE_HEADER)
+        body = request.body
         if header is None:
             raise WebhookRejected(401, f"one {SIGNATURE_HEADER} header is required")
         match = _SIGNATURE.fullmatch(header.strip())
         expected = hmac.new(self._key, body, hashlib.sha256).hexdigest()
         if match is None or not hmac.compare_digest(expected, match.group(1).lower()):
             raise WebhookRejected(401, f"{SIGNATURE_HEADER} does not match the body")
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """The one value of header `name`, whatever its case in `headers`; None when it is
-    missing or repeated (a repeated signature is nobody's signature)."""
-    wanted = name.lower()
-    values = [
-        value
-        for key, value in headers.items()
-        if isinstance(key, str) and key.lower() == wanted and isinstance(value, str)
-    ]
-    return values[0] if len(values) == 1 else None
 
 
 def read_receipts(body: bytes) -> tuple[ProviderReceipt, ...]:

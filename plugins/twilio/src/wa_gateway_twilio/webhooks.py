@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from wa_gateway import ProviderReceipt, WebhookRejected, WebhookReply, WebhookRequest
@@ -68,10 +68,10 @@ class TwilioWebhook:
     def handle(self, request: WebhookRequest) -> WebhookReply:
         if request.method.upper() != "POST":
             raise WebhookRejected(405, "Twilio's status callbacks are POST requests")
-        content_type = header_value(request.headers, "Content-Type") or ""
+        content_type = request.header("Content-Type") or ""
         if content_type.split(";")[0].strip().lower() != FORM:
             raise WebhookRejected(415, f"expected {FORM}, Twilio's status callback")
-        given = header_value(request.headers, SIGNATURE_HEADER)
+        given = request.header(SIGNATURE_HEADER)
         if given is None:
             raise WebhookRejected(401, f"one {SIGNATURE_HEADER} header is required")
         params = _form(request.body)
@@ -109,18 +109,6 @@ def url_variants(url: str) -> list[str]:
 
 def _with_netloc(parts: SplitResult, netloc: str) -> str:
     return parts._replace(netloc=netloc).geturl()
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """The one value of header `name`, whatever its case in `headers`; None when it is
-    missing or repeated."""
-    wanted = name.lower()
-    values = [
-        value
-        for key, value in headers.items()
-        if isinstance(key, str) and key.lower() == wanted and isinstance(value, str)
-    ]
-    return values[0] if len(values) == 1 else None
 
 
 def _form(body: bytes) -> list[tuple[str, str]]:
