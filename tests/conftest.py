@@ -80,7 +80,8 @@ async def delete_topology(topology: Topology) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
-        for name in (*topology.all_queues(), topology.ledger_queue):
+        for name in (*topology.all_queues(), topology.ledger_queue, topology.callback_queue,
+                     *topology.callback_retry_queues()):
             await channel.queue_delete(name)
         for name in (topology.work, topology.dead):
             await channel.exchange_delete(name)
@@ -274,7 +275,8 @@ def topology_of(settings: Settings) -> Topology:
         channels = read_channels(settings).routable
     except ConfigError:  # a test of a wrong channel setting declares nothing
         channels = ("default",)
-    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix, channels, settings.wa_ledger)
+    return Topology(tuple(settings.wa_retry_delays), settings.wa_queue_prefix, channels, settings.wa_ledger,
+                    settings.callbacks)
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

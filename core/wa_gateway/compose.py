@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -17,7 +18,7 @@ from .channels import ChannelPlan
 from .events import EventCatalog, EventError
 from .models import Notification, NotifyRequest, Target
 from .provider import Capabilities
-from .settings import Settings
+from .settings import Settings, callback_url_refusal
 from .targets import InvalidTarget, resolve_target
 
 
@@ -101,10 +102,31 @@ def build_notifications(sources: Sources, request: NotifyRequest) -> list[Notifi
         assert request.to is not None and request.text is not None  # guaranteed by the model
         text = request.text
         pairs = [(request.to, _target(sources, request.to))]
+    callback_url = _callback_url(sources.settings, request.callback_url)
     notifications = []
     for to, target in pairs:
         channel = choose_channel(sources, to, target, text, event_channel)
         notifications.append(Notification(
-            id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event, channel=channel
+            id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event, channel=channel,
+            callback_url=callback_url,
         ))
     return notifications
+
+
+def _callback_url(settings: Settings, given: str | None) -> str | None:
+    """The request's callback URL (checked against GATEWAY_CALLBACK_HOSTS), else the default."""
+    if given is None:
+        return settings.gateway_callback_url if settings.callbacks else None
+    if not settings.callbacks:
+        raise InvalidNotification(
+            "callback_url: callbacks are off here (GATEWAY_CALLBACK_SECRET is not set, or WA_LEDGER=false)"
+        )
+    refusal = callback_url_refusal(given)
+    if refusal:
+        raise InvalidNotification(f"callback_url: {refusal}")
+    host = (urlsplit(given).hostname or "").lower().rstrip(".")
+    if host not in settings.callback_hosts():
+        raise InvalidNotification(
+            f"callback_url: host {host!r} is not in GATEWAY_CALLBACK_HOSTS"
+        )
+    return given

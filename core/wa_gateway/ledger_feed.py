@@ -35,6 +35,7 @@ def facts_of(notification: Notification) -> NotificationFacts:
         target_address=notification.target.address,
         event=notification.event,
         created_at=notification.created_at,
+        callback_url=notification.callback_url,
     )
 
 

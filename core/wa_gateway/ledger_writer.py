@@ -28,13 +28,15 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .broker import CONNECTION_ERRORS
+from .broker import CONNECTION_ERRORS, BrokerUnavailable, PublishUncertain
+from .callback_jobs import CALLBACK_KIND, CallbackJob, make_job
 from .consumer import Consumer
 from .ledger.apply import Applied, apply_changes
 from .ledger.changes import LEDGER_CHANGE_TYPE, StatusChange, change_key
 from .ledger.engine import DATABASE_ERRORS, first_line
+from .ledger.queries import summaries_on
 from .ledger.schema import SchemaMismatch, ensure_schema
 from .ledger.urls import safe_database_url
 from .ledger_feed import KIND_HEADER, facts_of
@@ -62,6 +64,8 @@ RETRY_MAX = 5.0
 
 _WAIT_FOR_DATABASE: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, SchemaMismatch)
 """The database is down, or not yet migrated: hold the changes and try again."""
+_TRY_AGAIN: tuple[type[BaseException], ...] = (*_WAIT_FOR_DATABASE, BrokerUnavailable, PublishUncertain)
+"""… or their callbacks could not be queued."""
 
 
 @dataclass(eq=False)
@@ -183,7 +187,7 @@ class LedgerWriter:
                 if not self.services.ledger_checked:
                     await ensure_schema(self.engine, self.database_url)
                     self.services.ledger_checked = True
-                applied = await apply_changes(self.engine, [p.change for p in batch])
+                applied = await apply_changes(self.engine, [p.change for p in batch], self._callbacks)
             except (IntegrityError, DataError) as exc:
                 # a change the database refuses whatever we do: find it, keep the rest
                 log.warning("ledger: the database refused a batch (%s); writing it one by one",
@@ -195,6 +199,13 @@ class LedgerWriter:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
                 continue
+            except (BrokerUnavailable, PublishUncertain) as exc:
+                # a callback could not be queued: nothing was committed; try the batch again
+                log.warning("ledger: the status callbacks of a batch could not be queued (%s); "
+                            "trying it again", exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX)
+                continue
             self._up()
             await self._settle(batch, applied)
             return
@@ -202,16 +213,47 @@ class LedgerWriter:
     async def _write_one_by_one(self, batch: Sequence[Pending]) -> None:
         for pending in batch:
             try:
-                applied = await apply_changes(self.engine, [pending.change])
+                applied = await apply_changes(self.engine, [pending.change], self._callbacks)
             except (IntegrityError, DataError) as exc:
                 log.error("ledger: dropped the change %s the database refuses: %s",
                           pending.change.key, first_line(exc))
                 await self._ack(pending)
                 continue
-            except _WAIT_FOR_DATABASE:
-                self._orphans.append(pending)  # the database went: tried again with the next batch
+            except _TRY_AGAIN:
+                self._orphans.append(pending)  # tried again with the next batch
                 continue
             await self._settle([pending], applied)
+
+    async def _callbacks(self, connection: AsyncConnection, applied: Applied) -> None:
+        """Queue one status callback per applied change of a notification that wants them,
+        confirmed, inside the batch's transaction (before its commit)."""
+        if not applied.callback_urls or not self.services.topology.callbacks:
+            return
+        summaries = await summaries_on(connection, set(applied.callback_urls))
+        jobs = []
+        for change, notification_id in applied.applied:
+            url = applied.callback_urls.get(notification_id)
+            data = summaries.get(notification_id)
+            if url is None or data is None:
+                continue
+            failing = change.status in ("retrying", "dead", "failed")
+            data = {
+                **data,
+                "status": change.status,
+                "updated_at": change.at,
+                "error": {"code": change.code, "message": change.message} if failing else None,
+            }
+            jobs.append(make_job(change.key, url, change.status, change.at, data))
+        await asyncio.gather(*(self._publish_job(job) for job in jobs))
+
+    async def _publish_job(self, job: CallbackJob) -> None:
+        await self.services.publisher.publish(
+            job.to_bytes(),
+            message_id=job.id,
+            exchange="",
+            routing_key=self.services.topology.callback_queue,
+            headers={KIND_HEADER: CALLBACK_KIND},
+        )
 
     async def _settle(self, batch: Sequence[Pending], applied: Applied) -> None:
         unresolved = set(applied.unresolved)

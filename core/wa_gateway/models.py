@@ -52,6 +52,12 @@ class NotifyRequest(BaseModel):
         default=None, min_length=1, max_length=128, description="An event name from the events file"
     )
     data: dict[str, Any] | None = Field(default=None, description="Values the event's template uses")
+    callback_url: str | None = Field(
+        default=None, max_length=2048,
+        description="Where each status change of this notification is POSTed (signed, Standard "
+        "Webhooks); its host must be in GATEWAY_CALLBACK_HOSTS. Default: GATEWAY_CALLBACK_URL",
+        examples=["https://erp.example.co.id/hooks/whatsapp"],
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> NotifyRequest:
@@ -82,6 +88,7 @@ class Notification(BaseModel):
     text: str
     event: str | None = None
     channel: str = Field(default="default", description="The channel (sender) chosen at POST; its work queue holds it")
+    callback_url: str | None = Field(default=None, description="Where its status changes are POSTed")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def to_bytes(self) -> bytes:

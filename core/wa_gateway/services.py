@@ -62,6 +62,7 @@ class Services:
             prefix=settings.wa_queue_prefix,
             channels=self.channels.routable,
             ledger=settings.wa_ledger,
+            callbacks=settings.callbacks,
         )
         self.broker = Broker(
             settings.amqp_url, self.topology, name=connection_name, alarm_probe_interval=1.0 if serves_http else 0

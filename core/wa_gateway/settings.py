@@ -6,6 +6,8 @@ variable and says what is wrong; `load_settings` raises ConfigError for that.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -14,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError  # raised here; `from wa_gateway.settings import ConfigError` works
@@ -82,6 +84,13 @@ class Settings(BaseSettings):
     wa_ledger: bool = True
     """Keep every notification's life in the ledger; false turns writing and the
     ledger's endpoints off (statuses then live in the store only)."""
+    gateway_callback_url: str | None = None
+    """Where each status change of every notification is POSTed, unless the request
+    names its own `callback_url`."""
+    gateway_callback_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Hosts a request's `callback_url` may name (GATEWAY_CALLBACK_URL's is always allowed)."""
+    gateway_callback_secret: SecretStr | None = None
+    """The Standard Webhooks secret (`whsec_` + base64) every callback is signed with."""
     gateway_public_url: str | None = None
     """The gateway's address as providers reach it from the internet (https://…): the
     receipts webhooks are GATEWAY_PUBLIC_URL + /webhooks/<channel>."""
@@ -114,6 +123,53 @@ class Settings(BaseSettings):
         if not value or any(delay <= 0 for delay in value):
             raise ValueError("every delay must be a positive number of seconds")
         return value
+
+    @field_validator("gateway_callback_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [host.strip().lower().rstrip(".") for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("gateway_callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        refusal = callback_url_refusal(value.strip())
+        if refusal:
+            raise ValueError(refusal)
+        return value.strip()
+
+    @field_validator("gateway_callback_secret")
+    @classmethod
+    def _callback_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        refusal = callback_secret_refusal(value.get_secret_value().strip())
+        if refusal:
+            raise ValueError(refusal)
+        return SecretStr(value.get_secret_value().strip())
+
+    @model_validator(mode="after")
+    def _callbacks_need_a_secret(self) -> Settings:
+        if self.gateway_callback_url and self.gateway_callback_secret is None:
+            raise ValueError(
+                "GATEWAY_CALLBACK_URL is set but GATEWAY_CALLBACK_SECRET is not: callbacks are "
+                "signed (a Standard Webhooks secret, whsec_…)"
+            )
+        return self
+
+    @property
+    def callbacks(self) -> bool:
+        """Status callbacks are configured (they need the ledger's statuses)."""
+        return self.gateway_callback_secret is not None and self.wa_ledger
+
+    def callback_hosts(self) -> set[str]:
+        hosts = set(self.gateway_callback_hosts)
+        if self.gateway_callback_url:
+            hosts.add((urlsplit(self.gateway_callback_url).hostname or "").lower())
+        return hosts
 
     @field_validator("gateway_public_url")
     @classmethod
@@ -201,6 +257,40 @@ class Settings(BaseSettings):
         )
 
 
+MAX_CALLBACK_URL = 2048
+
+
+def callback_url_refusal(url: str) -> str | None:
+    """Why `url` cannot take callbacks, or None: http(s), a host, at most 2,048 characters."""
+    if len(url) > MAX_CALLBACK_URL:
+        return f"a callback URL has at most {MAX_CALLBACK_URL} characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "a callback URL is http:// or https:// with a host"
+    if parts.username or parts.password:
+        return "a callback URL carries no credentials (callbacks are signed instead)"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "a callback URL has no spaces or control characters"
+    return None
+
+
+def callback_secret_refusal(secret: str) -> str | None:
+    """A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes."""
+    if not secret.startswith("whsec_"):
+        return "GATEWAY_CALLBACK_SECRET must start with whsec_ (a Standard Webhooks secret)"
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (ValueError, binascii.Error):
+        return "GATEWAY_CALLBACK_SECRET is not whsec_ followed by base64"
+    if not 24 <= len(key) <= 64:
+        return f"GATEWAY_CALLBACK_SECRET holds {len(key)} bytes; use 24 to 64 random bytes"
+    return None
+
+
 def _merged_environment(env_file: str | Path | None) -> dict[str, str]:
     merged: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
@@ -222,10 +312,10 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable and what is wrong with it."""
     parts = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "settings"
+        field = ".".join(str(part) for part in item["loc"])
         name = field.upper() if field != "group_aliases" else "WA_GROUP_*_ID"
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{name}: {message}")
+        parts.append(f"{name}: {message}" if field else message)  # a rule across settings names them
     return "invalid setting " + "; ".join(parts)
 
 

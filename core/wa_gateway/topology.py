@@ -43,6 +43,8 @@ class Topology:
     channels: tuple[str, ...] = (DEFAULT_CHANNEL,)
     ledger: bool = False
     """Declare `wa.ledger`, the queue of status changes on their way to the database."""
+    callbacks: bool = False
+    """Declare `wa.callbacks` and its retry tiers: status callbacks to the calling apps."""
 
     @property
     def work(self) -> str:
@@ -75,6 +77,24 @@ class Topology:
     def ledger_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"}
 
+    @property
+    def callback_queue(self) -> str:
+        """Status callbacks waiting to be POSTed to the calling apps: a lane of its own,
+        with its own consumer, so a slow or dead receiver never slows sending."""
+        return f"{self.prefix}.callbacks"
+
+    def callback_retry_queues(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}.retry.callbacks.{_seconds_label(d)}" for d in self.retry_delays)
+
+    def callback_retry_arguments(self, delay: float) -> dict[str, Any]:
+        """A callback tier waits `delay`, then gives the job back to `wa.callbacks`
+        (through the default exchange: nothing else is bound to it)."""
+        return {
+            **self.retry_arguments(delay),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.callback_queue,
+        }
+
     def work_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
@@ -98,6 +118,8 @@ class Topology:
 
     def all_queues(self) -> tuple[str, ...]:
         queues = [self.dead, *([self.ledger_queue] if self.ledger else [])]
+        if self.callbacks:
+            queues += [self.callback_queue, *self.callback_retry_queues()]
         for channel in self.channels:
             queues += [self.work_queue(channel), *self.retry_queues_of(channel)]
         return tuple(sorted(queues, key=lambda name: (name != self.work, name)))
@@ -120,6 +142,10 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
             await work_queue.bind(work_exchange, routing_key=name)
             for retry, delay in zip(topology.retry_queues_of(sender), topology.retry_delays, strict=True):
                 await channel.declare_queue(retry, durable=True, arguments=topology.retry_arguments(delay, sender))
+        if topology.callbacks:
+            await channel.declare_queue(topology.callback_queue, durable=True, arguments=topology.work_arguments())
+            for retry, delay in zip(topology.callback_retry_queues(), topology.retry_delays, strict=True):
+                await channel.declare_queue(retry, durable=True, arguments=topology.callback_retry_arguments(delay))
         if topology.ledger:
             ledger = await channel.declare_queue(
                 topology.ledger_queue, durable=True, arguments=topology.ledger_arguments()

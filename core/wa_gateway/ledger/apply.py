@@ -14,7 +14,7 @@ ledger is handed back as unresolved, for the caller to try again later.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,7 @@ from .models import NotificationEvent, NotificationRecord
 _notifications: Table = NotificationRecord.__table__  # type: ignore[assignment]
 _events: Table = NotificationEvent.__table__  # type: ignore[assignment]
 
-LIMITS = {"channel": 64, "provider": 64, "to": 255, "target_kind": 16, "target_address": 255,
+LIMITS = {"callback_url": 2048, "channel": 64, "provider": 64, "to": 255, "target_kind": 16, "target_address": 255,
           "event": 128, "provider_message_id": 255, "code": 64, "message": 2000}
 """Column widths: what a provider or a caller sends is clipped to them, never refused
 by the database (a refused batch would hold every change behind it)."""
@@ -44,6 +44,29 @@ class Applied:
     unresolved: list[int] = field(default_factory=list)
     """Indexes of the changes whose notification is not in the ledger."""
     failures: list[LateFailure] = field(default_factory=list)
+    applied: list[tuple[StatusChange, str]] = field(default_factory=list)
+    """The changes that moved a notification's status (with its id), in order: each is one
+    status callback."""
+    callback_urls: dict[str, str] = field(default_factory=dict)
+    """Where the notifications of `applied` want their callbacks (those that do)."""
+
+
+@dataclass
+class _Row:
+    """What a batch needs of a notification's row, read (and locked) before it applies."""
+
+    status: str
+    channel: str
+    provider: str
+    provider_message_id: str | None
+    callback_url: str | None
+
+
+def applies(status: str, change: StatusChange) -> bool:
+    """Whether `change` moves a notification that is at `status` (the conditional UPDATE's rule)."""
+    if RANK[change.status] > RANK[status]:
+        return True
+    return (change.status == "retrying" and status == "retrying") or (change.replay and status == "dead")
 
 
 def _clip(name: str, value: Any) -> Any:
@@ -80,10 +103,20 @@ _APPLY = (
 )
 
 
-async def apply_changes(engine: AsyncEngine, changes: Sequence[StatusChange]) -> Applied:
-    """Record `changes` (in their order) in one transaction."""
+BeforeCommit = Callable[[AsyncConnection, "Applied"], Awaitable[None]]
+
+
+async def apply_changes(
+    engine: AsyncEngine, changes: Sequence[StatusChange], before_commit: BeforeCommit | None = None
+) -> Applied:
+    """Record `changes` (in their order) in one transaction. `before_commit` runs inside
+    it once they are applied (the writer queues the status callbacks there: if it fails,
+    nothing is committed and the batch is tried again, so no callback is lost)."""
     async with engine.begin() as connection:
-        return await _apply(connection, changes)
+        applied = await _apply(connection, changes)
+        if before_commit is not None and applied.applied:
+            await before_commit(connection, applied)
+        return applied
 
 
 async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -> Applied:
@@ -101,23 +134,30 @@ async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -
         return result
     new_keys = await _record_events(connection, rows)
     result.recorded = len(new_keys)
-    batch: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for change, notification_id in rows:
         if change.key not in new_keys:
             continue  # recorded (and applied) before
         new_keys.discard(change.key)  # the same key twice in one batch: once
-        params = _update_params(change, notification_id)
-        if change.status != "failed":
-            batch.append(params)
-            continue
-        if batch:
-            await connection.execute(_APPLY, batch)
-            batch = []
-        applied = await connection.execute(_APPLY, params)
-        if applied.rowcount:
-            result.failures.append(await _late_failure(connection, change, notification_id))
-    if batch:
-        await connection.execute(_APPLY, batch)
+        row = known[notification_id]
+        if not applies(row.status, change):
+            continue  # a late report: in the timeline, not applied
+        row.status = change.status
+        row.provider = change.provider or row.provider
+        row.provider_message_id = change.provider_message_id or row.provider_message_id
+        updates.append(_update_params(change, notification_id))
+        result.applied.append((change, notification_id))
+        if row.callback_url:
+            result.callback_urls[notification_id] = row.callback_url
+        if change.status == "failed":
+            result.failures.append(LateFailure(
+                notification_id=notification_id, channel=row.channel, provider=row.provider,
+                provider_message_id=row.provider_message_id or "", code=change.code, message=change.message,
+            ))
+    if updates:
+        # the rows are locked (PostgreSQL) and the rule was checked above; the UPDATE
+        # checks it again, so the status never moves backwards whatever happens
+        await connection.execute(_APPLY, updates)
     return result
 
 
@@ -191,6 +231,7 @@ async def _create_rows(
                 "attempts": 0,
                 "created_at": facts.created_at,
                 "updated_at": facts.created_at,
+                "callback_url": facts.callback_url,
             }.items()
         }
     if rows:
@@ -199,17 +240,23 @@ async def _create_rows(
         await connection.execute(insert, sorted(rows.values(), key=lambda row: row["id"]))
 
 
-async def _existing(connection: AsyncConnection, ids: set[str]) -> set[str]:
+async def _existing(connection: AsyncConnection, ids: set[str]) -> dict[str, _Row]:
     """The ids in the ledger, their rows locked (PostgreSQL) in the order of the ids: a
     second writer of the same notifications waits here, before it takes any other lock
     (event keys, row updates) in an order of its own, so the two never deadlock."""
     if not ids:
-        return set()
+        return {}
+    columns = _notifications.c
     found = await connection.execute(
-        select(_notifications.c.id).where(_notifications.c.id.in_(sorted(ids)))
-        .order_by(_notifications.c.id).with_for_update()
+        select(columns.id, columns.status, columns.channel, columns.provider, columns.provider_message_id,
+               columns.callback_url)
+        .where(columns.id.in_(sorted(ids)))
+        .order_by(columns.id).with_for_update()
     )
-    return set(found.scalars())
+    return {
+        row.id: _Row(row.status, row.channel, row.provider, row.provider_message_id, row.callback_url)
+        for row in found
+    }
 
 
 async def _record_events(connection: AsyncConnection, rows: list[tuple[StatusChange, str]]) -> set[str]:
@@ -255,18 +302,3 @@ def _update_params(change: StatusChange, notification_id: str) -> dict[str, Any]
         "b_code": _clip("code", change.code) if failing else None,
         "b_message": _clip("message", change.message) if failing else None,
     }
-
-
-async def _late_failure(connection: AsyncConnection, change: StatusChange, notification_id: str) -> LateFailure:
-    row = (await connection.execute(
-        select(_notifications.c.channel, _notifications.c.provider, _notifications.c.provider_message_id)
-        .where(_notifications.c.id == notification_id)
-    )).one()
-    return LateFailure(
-        notification_id=notification_id,
-        channel=row.channel,
-        provider=change.provider or row.provider,
-        provider_message_id=change.provider_message_id or row.provider_message_id or "",
-        code=change.code,
-        message=change.message,
-    )

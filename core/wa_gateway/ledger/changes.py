@@ -48,6 +48,7 @@ class NotificationFacts(BaseModel):
     target_address: str
     event: str | None = None
     created_at: datetime
+    callback_url: str | None = None
 
 
 class StatusChange(BaseModel):

@@ -95,6 +95,8 @@ class NotificationRecord(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    """Where its status changes are POSTed; None: nowhere."""
 
     events: Mapped[list[NotificationEvent]] = relationship(
         back_populates="notification", order_by="NotificationEvent.id",

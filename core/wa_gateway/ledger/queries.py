@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .models import STATUSES, NotificationEvent, NotificationRecord
 
@@ -46,6 +46,8 @@ class Filters:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise BadQuery(f"{name} needs a time zone (an ISO time ending in Z or +07:00)")
+            if value is not None and not _in_utc_range(value):
+                raise BadQuery(f"{name} is out of range")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,16 @@ async def get_notification(engine: AsyncEngine, notification_id: str) -> dict[st
     return answer
 
 
+async def summaries_on(connection: AsyncConnection, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The notifications as `summary` shows them, read on `connection` (inside its transaction)."""
+    if not ids:
+        return {}
+    rows = (await connection.execute(
+        select(NotificationRecord).where(NotificationRecord.id.in_(sorted(ids)))
+    )).all()
+    return {row.id: summary(NotificationRecord(**row._mapping)) for row in rows}
+
+
 async def list_notifications(engine: AsyncEngine, filters: Filters) -> Page:
     """Newest first; `next_cursor` continues after the last one (None: no more)."""
     query: Select[Any] = select(NotificationRecord)
@@ -144,8 +156,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, notification_id = json.loads(raw)
         when = datetime.fromisoformat(at)
-        if when.tzinfo is None or not isinstance(notification_id, str):
+        if when.tzinfo is None or not isinstance(notification_id, str) or not _in_utc_range(when):
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
         raise BadQuery("cursor is not one this gateway gave out") from None
     return when, notification_id
+
+
+def _in_utc_range(when: datetime) -> bool:
+    """Whether an aware time is one UTC can hold (the ledger stores UTC): year 1 at
+    +05:00 or year 9999 at -05:00 is not, and would fail in the database driver."""
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
