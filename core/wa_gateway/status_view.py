@@ -33,7 +33,7 @@ def status_answer(ledger: dict[str, Any] | None, store: DeliveryStatus | None) -
         }
     else:
         answer = dict(ledger)
-        if store is not None and RANK[store.status] > RANK[answer["status"]]:
+        if store is not None and _ahead(store, answer):
             answer.update(
                 status=store.status,
                 attempts=max(answer["attempts"], store.attempts),
@@ -48,6 +48,14 @@ def status_answer(ledger: dict[str, Any] | None, store: DeliveryStatus | None) -
     answer["sent_at"] = _sent_at(answer, store if fresh else None)
     answer["reason"] = (answer["error"] or {}).get("message")
     return answer
+
+
+def _ahead(store: DeliveryStatus, ledger: dict[str, Any]) -> bool:
+    """Whether the store's status is newer: a higher rank, or a later retry (`retrying`
+    follows itself, as in the ledger)."""
+    if store.status == ledger["status"] == "retrying":
+        return store.attempts > ledger["attempts"]
+    return RANK[store.status] > RANK[ledger["status"]]
 
 
 def _sent_at(answer: dict[str, Any], store: DeliveryStatus | None) -> datetime | None:
