@@ -145,7 +145,7 @@ async def _record(services: Services, channel: str, provider: str, receipts: tup
         return  # no ledger: nothing keeps receipts (README "Receipts")
     changes = [
         StatusChange(
-            key=receipt_key(provider, _clean(r.provider_message_id), r.status),
+            key=receipt_key(provider, _clean(r.provider_message_id)[:255], r.status),
             status=r.status,  # type: ignore[arg-type]  # checked below: RECEIPT_STATUSES
             at=r.at or datetime.now(UTC),
             channel=channel,

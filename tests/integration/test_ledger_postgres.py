@@ -185,7 +185,8 @@ async def test_upgrade_from_the_previous_revision_keeps_the_rows_and_the_writer_
         finally:
             await connection.close()
         # a process of this release on the old schema stops with one line
-        process = subprocess.run(
+        process = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "wa_gateway.cli", "--env-file", "", "worker"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
             env={**os.environ, "DATABASE_URL": database_url, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"},

@@ -145,7 +145,7 @@ def meta_accepts(n: int) -> Answer:
 
 
 async def test_meta_receipts_delivered_read_and_a_late_failure(gateway):
-    client, services, api, watcher = await gateway("meta", [meta_accepts(1), meta_accepts(2)], META_ENV)
+    client, _services, _api, watcher = await gateway("meta", [meta_accepts(1), meta_accepts(2)], META_ENV)
 
     # Meta's verification handshake
     handshake = await client.get("/webhooks/people", params={
@@ -191,7 +191,7 @@ async def test_meta_receipts_delivered_read_and_a_late_failure(gateway):
 
 
 async def test_meta_webhook_bad_input_records_nothing(gateway, make_settings, aiohttp_client):
-    client, services, api, watcher = await gateway("meta", [meta_accepts(1)], META_ENV)
+    client, _services, _api, _watcher = await gateway("meta", [meta_accepts(1)], META_ENV)
     notification_id = await _send(client, BUDI)
     await wait_for(lambda: _status(client, notification_id, "sent"))
     delivered = meta_statuses(meta_status(wamid(1), "delivered", NOW + 1))
@@ -242,7 +242,7 @@ async def post_twilio(client, url: str, params: dict[str, str], *, token: str = 
 async def test_twilio_status_callbacks_delivered_read_and_undelivered(gateway, unused_tcp_port_factory):
     # GATEWAY_PUBLIC_URL is where Twilio calls; the signature covers exactly that URL
     public = "https://wa.example.co.id"
-    client, services, api, watcher = await gateway(
+    client, _services, api, watcher = await gateway(
         "twilio", [twilio_accepts(1), twilio_accepts(2)], TWILIO_ENV, gateway_public_url=public
     )
     callback = f"{public}/webhooks/people"

@@ -1,4 +1,9 @@
-"""Every dead letter as a Sentry event, without a phone number or a message text in it.
+"""Every dead letter and every late failure as a Sentry event, without a phone number
+or a message text in it.
+
+A late failure is a message the provider accepted and later reported undeliverable
+(a `failed` receipt: Meta 131047, Twilio 63016 …), seen through the `message_failed`
+hook once the ledger recorded it.
 
 On only when `SENTRY_DSN` is set (the process environment, else `.env` in the working
 directory, read at the first dead letter); without it the hook does nothing. One
@@ -24,17 +29,22 @@ from dotenv import dotenv_values
 from sentry_sdk.integrations.atexit import AtexitIntegration
 from sentry_sdk.utils import BadDsn
 
-from wa_gateway import Notification, hookimpl
+from wa_gateway import LateFailure, Notification, hookimpl
 
 if TYPE_CHECKING:
     from sentry_sdk.types import Event
 
-__all__ = ["DSN_VARIABLE", "FINGERPRINT_ROOT", "FLUSH_TIMEOUT", "describe", "message_dead_lettered", "scrub"]
+__all__ = [
+    "DSN_VARIABLE", "FAILED_ROOT", "FINGERPRINT_ROOT", "FLUSH_TIMEOUT", "describe", "describe_failure",
+    "message_dead_lettered", "message_failed", "scrub",
+]
 
 log = logging.getLogger(__name__)
 
 DSN_VARIABLE = "SENTRY_DSN"
 FINGERPRINT_ROOT = "wa-gateway-dead-letter"
+FAILED_ROOT = "wa-gateway-failed"
+"""Fingerprint root of a late failure: its own issue per channel and code."""
 FLUSH_TIMEOUT = 2.0
 """Seconds the hook waits (in a thread, never in the event loop) for the event to leave."""
 
@@ -139,25 +149,48 @@ def describe(message: Notification | None, reason: str, headers: dict[str, Any])
     }
 
 
+def describe_failure(failure: LateFailure) -> dict[str, Any]:
+    """The whole Sentry event for one late failure, from bounded values only (the
+    provider's words may quote the number: they stay out)."""
+    channel, provider, code = _safe(failure.channel), _safe(failure.provider), _safe(failure.code)
+    tags = {"channel": channel, "provider": provider, "code": code, "kind": "failed"}
+    if _UUID.fullmatch(failure.notification_id):
+        tags["notification_id"] = failure.notification_id
+    return {
+        "level": "error",
+        "logger": "wa_gateway.failed",
+        "message": f"failed after the provider accepted it ({provider}, code {code})",
+        "tags": tags,
+        "extra": {"attempts": 0},
+        "fingerprint": [FAILED_ROOT, channel, code],
+    }
+
+
+_MESSAGE_PREFIX = {FINGERPRINT_ROOT: "dead letter: ", FAILED_ROOT: "failed after the provider accepted it ("}
+_DEFAULT_MESSAGE = {FINGERPRINT_ROOT: "dead letter", FAILED_ROOT: "failed after the provider accepted it"}
+
+
 def scrub(event: Event, hint: dict[str, Any]) -> Event | None:
-    """`before_send`: our own dead-letter events, with nothing but what `describe` made.
+    """`before_send`: our own events (dead letters, late failures), with nothing but
+    what `describe` / `describe_failure` made.
 
     Any other event (an SDK integration, someone else's capture) is dropped.
     """
     fingerprint: Any = event.get("fingerprint")
-    if not isinstance(fingerprint, list) or fingerprint[:1] != [FINGERPRINT_ROOT]:
+    if not isinstance(fingerprint, list) or not fingerprint or fingerprint[0] not in _MESSAGE_PREFIX:
         return None
+    root = fingerprint[0]
     given = cast("dict[str, Any]", event)
     clean: dict[str, Any] = {key: given[key] for key in KEPT if key in given}
     message = given.get("message") or (given.get("logentry") or {}).get("message")
-    clean["message"] = str(message) if str(message).startswith("dead letter: ") else "dead letter"
+    clean["message"] = str(message) if str(message).startswith(_MESSAGE_PREFIX[root]) else _DEFAULT_MESSAGE[root]
     tags = given.get("tags") or {}
     clean["tags"] = {key: _safe(tags[key]) for key in TAGS if key in tags and key != "notification_id"}
     if "notification_id" in tags and _UUID.fullmatch(str(tags["notification_id"])):
         clean["tags"]["notification_id"] = str(tags["notification_id"])
     attempts = (given.get("extra") or {}).get("attempts")
     clean["extra"] = {"attempts": attempts if isinstance(attempts, int) else 0}
-    clean["fingerprint"] = [_safe(part) if i else FINGERPRINT_ROOT for i, part in enumerate(fingerprint[:3])]
+    clean["fingerprint"] = [_safe(part) if i else root for i, part in enumerate(fingerprint[:3])]
     contexts = given.get("contexts") or {}
     clean["contexts"] = {key: contexts[key] for key in CONTEXTS if key in contexts}
     return cast("Event", clean)
@@ -168,8 +201,19 @@ async def message_dead_lettered(message: Notification | None, reason: str, heade
     """Report the dead letter; sending waits in a thread, so the worker's loop never blocks."""
     if not _enabled():
         return
-    event = describe(message, reason, headers)
+    await _send(describe(message, reason, headers))
+
+
+async def _send(event: dict[str, Any]) -> None:
     with sentry_sdk.new_scope() as scope:
         scope.clear_breadcrumbs()
         sentry_sdk.capture_event(cast("Event", event))
     await asyncio.to_thread(sentry_sdk.flush, FLUSH_TIMEOUT)
+
+
+@hookimpl
+async def message_failed(failure: LateFailure) -> None:
+    """Report a late failure, as a dead letter is reported."""
+    if not _enabled():
+        return
+    await _send(describe_failure(failure))

@@ -1,4 +1,6 @@
-"""The real sentry-sdk against a local fake Sentry: what reaches it for a dead letter.
+"""The real sentry-sdk against a local fake Sentry: what reaches it for a dead letter, and
+for a late failure (a message the provider accepted, then reported undeliverable: the
+`message_failed` hook).
 
 The fake ingestion endpoint takes the envelopes the SDK posts to `/api/1/envelope/`
 (gzip-compressed by default), so the tests read the very bytes Sentry would store.
@@ -22,6 +24,7 @@ import wa_gateway_sentry
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from wa_gateway import LateFailure
 from wa_gateway.plugins import make_plugin_manager
 from wa_gateway.testing import phone_message
 
@@ -259,3 +262,78 @@ async def test_the_event_loop_keeps_running_while_the_event_is_sent(
         await dead_letter()
         task.cancel()
     assert ticks >= 10  # ~2 s of flush timeout, a tick every 50 ms
+
+
+# -- late failures ------------------------------------------------------------
+
+WORDS = f"Message failed to send because more than 24 hours have passed since {PHONE} replied: {TEXT}"
+
+
+def failure(**changes: Any) -> LateFailure:
+    values: dict[str, Any] = {
+        "notification_id": NOTIFICATION_ID, "channel": "people", "provider": "meta",
+        "provider_message_id": "wamid.HBgLNjI4MTIzNDU2Nzg5MBUCABIYFjNFQjA0001",
+        "code": "131047", "message": WORDS,
+    }
+    return LateFailure(**{**values, **changes})
+
+
+async def failed(late: LateFailure) -> None:
+    plugins = make_plugin_manager(load_entry_points=False, extra_plugins=[wa_gateway_sentry])
+    for result in plugins.manager.hook.message_failed(failure=late):
+        if result is not None:
+            await result
+
+
+@pytest.fixture
+def sentry_on(fake_sentry: tuple[FakeSentry, int], monkeypatch: pytest.MonkeyPatch) -> FakeSentry:
+    fake, port = fake_sentry
+    monkeypatch.setenv("SENTRY_DSN", dsn(port))
+    return fake
+
+
+async def test_a_late_failure_is_one_error_event_tagged_and_fingerprinted_by_channel_and_code(
+    sentry_on: FakeSentry,
+) -> None:
+    await failed(failure())
+
+    [event] = sentry_on.events()
+    assert event["level"] == "error"
+    assert event["tags"] == {"channel": "people", "provider": "meta", "code": "131047", "kind": "failed",
+                             "notification_id": NOTIFICATION_ID}
+    assert event["fingerprint"] == ["wa-gateway-failed", "people", "131047"]
+    assert event["message"] == "failed after the provider accepted it (meta, code 131047)"
+
+
+async def test_no_phone_number_and_no_provider_words_anywhere_in_the_envelope(sentry_on: FakeSentry) -> None:
+    await failed(failure())
+
+    raw = b"".join(sentry_on.envelopes)
+    assert raw
+    for secret in (PHONE, PHONE[1:], "24 hours", "REQUEST BARU", "wamid."):
+        assert secret.encode() not in raw, secret
+    assert b"Budi" not in raw and "🆕".encode() not in raw
+
+
+async def test_one_outage_is_one_issue_and_a_late_failure_is_not_a_dead_letter_issue(sentry_on: FakeSentry) -> None:
+    await failed(failure(notification_id="00000000-0000-0000-0000-000000000001", message="other words"))
+    await failed(failure(notification_id="00000000-0000-0000-0000-000000000002", message=None))
+    await dead_letter()
+
+    fingerprints = [tuple(event["fingerprint"]) for event in sentry_on.events()]
+    assert fingerprints[0] == fingerprints[1] == ("wa-gateway-failed", "people", "131047")
+    assert fingerprints[2][0] == "wa-gateway-dead-letter"
+
+
+async def test_a_code_or_channel_that_carries_a_number_becomes_redacted(sentry_on: FakeSentry) -> None:
+    await failed(failure(code=PHONE, channel="6281234567890"))
+
+    [event] = sentry_on.events()
+    assert event["tags"]["code"] == "redacted" and event["tags"]["channel"] == "redacted"
+    assert PHONE[1:] not in json.dumps(event)
+
+
+async def test_without_sentry_dsn_a_late_failure_sends_nothing(fake_sentry: tuple[FakeSentry, int]) -> None:
+    fake, _ = fake_sentry
+    await failed(failure())
+    assert fake.requests == 0
