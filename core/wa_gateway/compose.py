@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .channels import ChannelPlan
 from .events import EventCatalog, EventError
-from .models import Notification, NotifyRequest, Target
+from .models import Media, Notification, NotifyRequest, Target
 from .provider import Capabilities
 from .settings import Settings, callback_url_refusal
 from .targets import InvalidTarget, resolve_target
@@ -51,19 +51,30 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def choose_channel(sources: Sources, to: str, target: Target, text: str, event_channel: str | None) -> str:
+def choose_channel(
+    sources: Sources, to: str, target: Target, text: str, event_channel: str | None, media: Media | None = None
+) -> str:
     """The channel a message goes through, decided here so the queued message carries it:
     the alias's pinned channel, else the event's, else the first in WA_CHANNELS whose
-    capabilities serve the target. Nothing can serve it: InvalidNotification (a 422)."""
+    capabilities serve the target (and the media). Nothing can serve it:
+    InvalidNotification (a 422)."""
     plan = sources.channels
     pinned = plan.pins.get(to.strip().lower())
     candidates = [pinned] if pinned else [event_channel] if event_channel else list(plan.routable)
+    kind = media.kind if media is not None else None
+    shown = (media.caption if media.caption is not None else text) if media is not None else text
     refusals = []
     for name in candidates:
-        refusal = sources.channel_capabilities[name].refusal(target.kind, text)
+        capabilities = sources.channel_capabilities[name]
+        refusal = capabilities.refusal(target.kind, shown, kind)
         if refusal is None:
             return name
-        field = "to" if sources.channel_capabilities[name].refusal(target.kind, "") else "text"
+        if capabilities.refusal(target.kind, "") is not None:
+            field = "to"
+        elif kind is not None and capabilities.refusal(target.kind, "", kind) is not None:
+            field = "media"
+        else:
+            field = "text"
         refusals.append((name, field, refusal))
     if len(refusals) == 1 and plan.legacy:  # one channel: the first release's words
         _, field, refusal = refusals[0]
@@ -97,20 +108,41 @@ def build_notifications(sources: Sources, request: NotifyRequest) -> list[Notifi
         except EventError as exc:
             raise InvalidNotification(str(exc)) from None
         event_channel = event.channel
+        try:
+            templates = event.render_templates(request.data or {})
+        except EventError as exc:
+            raise InvalidNotification(str(exc)) from None
         pairs = [(alias, _target(sources, alias)) for alias in event.targets]
     else:
-        assert request.to is not None and request.text is not None  # guaranteed by the model
-        text = request.text
+        assert request.to is not None  # guaranteed by the model, with text or media
+        text = request.text or ""
+        templates = {}
         pairs = [(request.to, _target(sources, request.to))]
     callback_url = _callback_url(sources.settings, request.callback_url)
+    media = _media(sources.settings, request.media)
     notifications = []
     for to, target in pairs:
-        channel = choose_channel(sources, to, target, text, event_channel)
+        channel = choose_channel(sources, to, target, text, event_channel, media)
         notifications.append(Notification(
             id=str(uuid.uuid4()), to=to, target=target, text=text, event=request.event, channel=channel,
-            callback_url=callback_url,
+            callback_url=callback_url, media=media, templates=templates,
         ))
     return notifications
+
+
+def _media(settings: Settings, media: Media | None) -> Media | None:
+    """The media, if its URL is one a provider will fetch: https (http only with
+    WA_ALLOW_HTTP_MEDIA), a host, no credentials, no spaces."""
+    if media is None:
+        return None
+    parts = urlsplit(media.url)
+    schemes = ("https", "http") if settings.wa_allow_http_media else ("https",)
+    if parts.scheme not in schemes or not parts.hostname:
+        allowed = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise InvalidNotification(f"media.url: must be an {allowed} URL with a host")
+    if parts.username or parts.password or any(ch.isspace() or ord(ch) < 32 for ch in media.url):
+        raise InvalidNotification("media.url: no credentials, spaces or control characters in it")
+    return media
 
 
 def _callback_url(settings: Settings, given: str | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -44,12 +44,17 @@ class Route:
 
     def refusal(self, notification: Notification) -> str | None:
         """Why this provider can never send the message, or None: the one run-time check."""
-        return self.provider.capabilities.refusal(notification.target.kind, notification.text)
+        media = notification.media
+        return self.provider.capabilities.refusal(
+            notification.target.kind, notification.caption, media.kind if media is not None else None
+        )
 
 
 @dataclass(frozen=True)
 class Sent:
     receipt: Receipt
+    template: str | None = None
+    """The template it went out as, when the text was refused outside the 24-hour window."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,28 @@ class NoRouteNow:
 
 
 Outcome = Sent | Failed | Unservable | NoRouteNow
+
+
+def outside_window(provider: Provider, failure: Failure) -> bool:
+    """The provider refused free-form text: the recipient has not written in 24 hours."""
+    return failure.permanent and failure.provider_code is not None and failure.provider_code in provider.window_codes
+
+
+def window_advice(notification: Notification, provider: str, failure: Failure) -> str:
+    """The dead letter's reason when no template can stand in for the text."""
+    if notification.event is None:
+        fix = f"send it as an event with a template_{provider}"
+    else:
+        fix = f"configure a template for event {notification.event} (template_{provider} in the events file)"
+    return f"outside the 24-hour window: {fix}; {failure.reason}"
+
+
+def template_name(template: dict[str, object]) -> str:
+    """How the timeline names a rendered template: Meta's name, Twilio's content SID …"""
+    for key in ("name", "content_sid"):
+        if isinstance(template.get(key), str):
+            return str(template[key])
+    return "the event's template"
 
 
 def is_blip(exc: BaseException) -> bool:
@@ -112,6 +139,8 @@ class Delivery:
             return Sent(await self._send(route, notification))
         except Exception as exc:  # noqa: BLE001 - classify() turns any failure into a Failure
             failure = classify(exc, attempts=attempts + 1)
+        if outside_window(route.provider, failure) and not notification.use_template:
+            return await self._as_template(route, notification, failure, attempts)
         fallback = self._fallback_for(route, notification, failure)
         if fallback is None:
             return Failed(route, failure)
@@ -119,6 +148,20 @@ class Delivery:
             return Sent(await self._send(fallback, notification))
         except Exception as exc:  # noqa: BLE001 - as above
             return Failed(fallback, classify(exc, attempts=attempts + 1))
+
+    async def _as_template(
+        self, route: Route, notification: Notification, failure: Failure, attempts: int
+    ) -> Outcome:
+        """The text was refused outside the 24-hour window: send the event's template for
+        this provider, once; without one, say what to configure."""
+        template = notification.templates.get(route.provider.name)
+        if template is None:
+            return Failed(route, replace(failure, reason=window_advice(notification, route.provider.name, failure)))
+        try:
+            receipt = await self._send(route, notification.model_copy(update={"use_template": True}))
+        except Exception as exc:  # noqa: BLE001 - as in deliver
+            return Failed(route, classify(exc, attempts=attempts + 1))
+        return Sent(receipt, template=template_name(template))
 
     def _fallback_for(self, route: Route, notification: Notification, failure: Failure) -> Route | None:
         """The fallback takes over a permanent refusal it can serve, or an open breaker."""

@@ -5,6 +5,7 @@ goes and how it reads. Loaded and checked once at start-up from the events file
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,24 @@ _FIELD_TYPES: dict[str, Any] = {
 }
 
 
+_PROVIDER_TEMPLATE = re.compile(r"template_([a-z][a-z0-9_]*)")
+"""`template_meta`, `template_twilio` …: a provider's template for the event."""
+
+
+def _compile(value: Any, environment: SandboxedEnvironment, where: str) -> Any:
+    """Every string of a provider template compiled; numbers and booleans kept as they are."""
+    if isinstance(value, str):
+        try:
+            return environment.from_string(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise EventsFileError(f"{where}: line {exc.lineno}: {exc.message}") from None
+    if isinstance(value, dict):
+        return {key: _compile(item, environment, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_compile(item, environment, f"{where}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
 class EventsFileError(Exception):
     """The events file cannot be used; one line says where and why."""
 
@@ -52,8 +71,34 @@ class Event:
     model: type[BaseModel] | None = None
     channel: str | None = None
     """The channel this event's messages go through, unless an alias is pinned."""
+    provider_templates: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """`template_<provider>` tables as written in the file, by provider name."""
+    compiled_templates: Mapping[str, Any] = field(default_factory=dict)
+    """The same with every string compiled (rendered by `render_templates`)."""
 
-    def render(self, data: Mapping[str, Any]) -> str:
+    def render_templates(self, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Every provider template with its strings rendered from `data`, in the sandbox
+        the text uses; an empty or NUL-bearing value is an EventError naming it (a
+        provider refuses an empty template parameter, and it would only show in the worker)."""
+        values = self._values(data)
+        return {
+            provider: self._render_value(compiled, values, f"template_{provider}")
+            for provider, compiled in self.compiled_templates.items()
+        }
+
+    def _render_value(self, value: Any, values: Mapping[str, Any], where: str) -> Any:
+        if isinstance(value, jinja2.Template):
+            text = self._render(value, values)
+            if not text.strip():
+                raise EventError(f"data: {where} of event {self.name!r} rendered empty")
+            return text
+        if isinstance(value, dict):
+            return {key: self._render_value(item, values, f"{where}.{key}") for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._render_value(item, values, f"{where}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    def _values(self, data: Mapping[str, Any]) -> dict[str, Any]:
         values = dict(data)
         if self.model is not None:
             try:
@@ -62,18 +107,25 @@ class Event:
                 first = exc.errors(include_url=False)[0]
                 where = ".".join(str(p) for p in first["loc"])
                 raise EventError(f"data.{where}: {first['msg']}") from None
+        return values
+
+    def _render(self, template: jinja2.Template, values: Mapping[str, Any]) -> str:
         try:
-            text = self.template.render(values)
+            text = template.render(values)
         except jinja2.UndefinedError as exc:
             raise EventError(f"data: {exc.message} (event {self.name!r} needs it)") from None
         except jinja2.exceptions.SecurityError as exc:
             raise EventError(f"data: refused by the template sandbox ({exc})") from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise EventError(f"data: a value has the wrong type for event {self.name!r} ({exc})") from None
-        if not text.strip():
-            raise EventError(f"event {self.name!r} rendered an empty message")
         if "\x00" in text:
             raise EventError("data: a value contains a NUL character")
+        return text
+
+    def render(self, data: Mapping[str, Any]) -> str:
+        text = self._render(self.template, self._values(data))
+        if not text.strip():
+            raise EventError(f"event {self.name!r} rendered an empty message")
         return text
 
 
@@ -140,7 +192,10 @@ def _event(
 ) -> Event:
     if not isinstance(spec, dict):
         raise EventsFileError(f"{where}: [{name}] must be a table")
-    unknown_keys = set(spec) - {"to", "template", "fields", "description", "channel"}
+    unknown_keys = {
+        key for key in set(spec) - {"to", "template", "fields", "description", "channel"}
+        if not _PROVIDER_TEMPLATE.fullmatch(key)
+    }
     if unknown_keys:
         raise EventsFileError(f"{where}: [{name}] has unknown keys: {', '.join(sorted(unknown_keys))}")
     targets = spec.get("to")
@@ -175,8 +230,21 @@ def _event(
             __config__=ConfigDict(extra="allow"),
             **{field_name: (_FIELD_TYPES[kind], ...) for field_name, kind in fields.items()},
         )
+    provider_templates: dict[str, dict[str, Any]] = {}
+    compiled_templates: dict[str, Any] = {}
+    for key in sorted(spec):
+        match = _PROVIDER_TEMPLATE.fullmatch(key)
+        if match is None:
+            continue
+        table = spec[key]
+        if not isinstance(table, dict) or not table:
+            raise EventsFileError(f"{where}: [{name}] `{key}` must be a table, like {{ name = \"…\", … }}")
+        provider_templates[match.group(1)] = table
+        compiled_templates[match.group(1)] = _compile(table, environment, f"{where}: [{name}] {key}")
     return Event(
         name=name,
+        provider_templates=provider_templates,
+        compiled_templates=compiled_templates,
         targets=tuple(t.lower() for t in targets),
         template=template,
         source=source,

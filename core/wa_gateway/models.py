@@ -29,6 +29,33 @@ class Target(BaseModel):
         return self.address.lstrip("+")
 
 
+MAX_MEDIA_URL = 2048
+MEDIA_KINDS = ("image", "document")
+
+
+class Media(BaseModel):
+    """A picture or a file by URL: the provider fetches it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(min_length=1, max_length=MAX_MEDIA_URL, description="https:// (the provider downloads it)")
+    kind: Literal["image", "document"]
+    filename: str | None = Field(default=None, min_length=1, max_length=240,
+                                 description="The name the recipient sees (documents)")
+    caption: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_LENGTH,
+                                description="Text shown with the media; default: `text`")
+
+    @model_validator(mode="after")
+    def _document_only_filename(self) -> Media:
+        if self.filename is not None and self.kind != "document":
+            raise ValueError("'filename' goes with a document")
+        for name in ("caption", "filename"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                raise ValueError(f"'{name}' contains a NUL character")
+        return self
+
+
 class NotifyRequest(BaseModel):
     """Body of POST /notify: either `to` + `text`, or `event` + `data`."""
 
@@ -52,6 +79,7 @@ class NotifyRequest(BaseModel):
         default=None, min_length=1, max_length=128, description="An event name from the events file"
     )
     data: dict[str, Any] | None = Field(default=None, description="Values the event's template uses")
+    media: Media | None = Field(default=None, description="An image or a document to send; `text` is optional then")
     callback_url: str | None = Field(
         default=None, max_length=2048,
         description="Where each status change of this notification is POSTed (signed, Standard "
@@ -67,11 +95,11 @@ class NotifyRequest(BaseModel):
             return self
         if self.data is not None:
             raise ValueError("'data' goes with 'event'")
-        if self.to is None or self.text is None:
-            raise ValueError("'to' and 'text' are required (or 'event' with 'data')")
-        if not self.text.strip():
+        if self.to is None or (self.text is None and self.media is None):
+            raise ValueError("'to' and 'text' are required (or 'to' and 'media', or 'event' with 'data')")
+        if self.text is not None and not self.text.strip():
             raise ValueError("'text' is empty")
-        if "\x00" in self.text:
+        if self.text is not None and "\x00" in self.text:
             raise ValueError("'text' contains a NUL character")
         return self
 
@@ -89,6 +117,20 @@ class Notification(BaseModel):
     event: str | None = None
     channel: str = Field(default="default", description="The channel (sender) chosen at POST; its work queue holds it")
     callback_url: str | None = Field(default=None, description="Where its status changes are POSTed")
+    media: Media | None = None
+    templates: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The event's templates, rendered, by provider name: sent instead of the "
+        "text when the recipient is outside the 24-hour window",
+    )
+    use_template: bool = Field(default=False, description="Send the provider's template, not the text")
+
+    @property
+    def caption(self) -> str:
+        """What goes with the media: its own caption, else the text."""
+        if self.media is None:
+            return self.text
+        return self.media.caption if self.media.caption is not None else self.text
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def to_bytes(self) -> bytes:

@@ -65,10 +65,17 @@ class Outcomes:
         self.metrics = metrics
         self.status = status
         self.observers = observers
-        self._moves_stuck = False
+        self.mover = Mover(publisher)
 
-    async def delivered(self, message: AbstractIncomingMessage, notification: Notification, receipt: Receipt) -> None:
-        """Record `sent` before the ack, so a redelivered copy is recognised."""
+    async def delivered(
+        self,
+        message: AbstractIncomingMessage,
+        notification: Notification,
+        receipt: Receipt,
+        template: str | None = None,
+    ) -> None:
+        """Record `sent` before the ack, so a redelivered copy is recognised. `template`:
+        it went out as that template (the text was refused outside the 24-hour window)."""
         attempts = attempts_of(message) + 1
         await self.status.record(
             DeliveryStatus(
@@ -83,6 +90,9 @@ class Outcomes:
             change_of(
                 notification, "sent", attempt=attempts, generation=generation_of(message),
                 provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                message=None if template is None else (
+                    f"sent as template {template}: the text was refused outside the 24-hour window"
+                ),
             ),
         )
         await message.ack()
@@ -189,6 +199,24 @@ class Outcomes:
             str(headers.get("x-provider-code", "")),
         ).inc()
         self.observers.notify("message_dead_lettered", message=notification, reason=reason, headers=headers)
+
+    async def move(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], *, exchange: str, routing_key: str
+    ) -> bool:
+        """Publish the unchanged body elsewhere, confirmed, then ack the original (Mover.move)."""
+        return await self.mover.move(message, headers, exchange=exchange, routing_key=routing_key)
+
+
+class Mover:
+    """Moves held messages at least once: the copy confirmed, then the original acked.
+
+    One per consumer of moves (the worker's outcomes, the callback sender), each with
+    its own "RabbitMQ does not take moves" log state.
+    """
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self._moves_stuck = False
 
     async def move(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], *, exchange: str, routing_key: str

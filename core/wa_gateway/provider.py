@@ -12,7 +12,7 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .models import Notification
@@ -29,13 +29,27 @@ class Capabilities:
     send_rate: float
     """Messages per second the provider tolerates without throttling or bans."""
     phone_numbers: bool = True
+    media: Mapping[str, int] = field(default_factory=dict)
+    """The media kinds it sends (`image`, `document`), each with the longest text that
+    can go with it (its caption); 0: the kind goes without text."""
 
-    def refusal(self, target_kind: str, text: str) -> str | None:
-        """Why a provider with these capabilities cannot send this, or None if it can."""
+    def refusal(self, target_kind: str, text: str, media_kind: str | None = None) -> str | None:
+        """Why a provider with these capabilities cannot send this, or None if it can.
+        With `media_kind`, `text` is what goes with the media (its caption)."""
         if target_kind == "group" and not self.groups:
             return "cannot send to WhatsApp groups"
         if target_kind == "phone" and not self.phone_numbers:
             return "cannot send to phone numbers"
+        if media_kind is not None:
+            if media_kind not in self.media:
+                kinds = ", ".join(sorted(self.media)) or "none"
+                return f"cannot send a {media_kind} (media it sends: {kinds})"
+            limit = self.media[media_kind]
+            if text and limit == 0:
+                return f"sends a {media_kind} without text (no caption)"
+            if len(text) > limit:
+                return f"the caption has {len(text)} characters; a {media_kind}'s accepts at most {limit}"
+            return None
         if len(text) > self.max_text_length:
             return f"the text has {len(text)} characters; it accepts at most {self.max_text_length}"
         return None
@@ -236,9 +250,19 @@ class Provider(abc.ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    window_codes: ClassVar[frozenset[str]] = frozenset()
+    """The provider's codes for "outside the 24-hour window: free-form text refused, send a
+    template" (Meta 131047, Twilio 63016), in a send's error or in a later receipt. The
+    worker then sends the event's template for this provider, once."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+
+    @classmethod
+    def template_refusal(cls, spec: Mapping[str, Any]) -> str | None:
+        """Why `spec`, an event's `template_<name>` table (before rendering), cannot be
+        sent by this provider, or None. Checked when the events file loads."""
+        return f"provider {cls.name!r} sends no templates"
 
     @abc.abstractmethod
     async def send(self, message: Notification) -> Receipt:

@@ -57,6 +57,7 @@ class Services:
             settings.wa_templates, {**settings.group_aliases, **self.channels.people}
         )
         self._check_event_channels()
+        self._check_event_templates()
         self.topology = Topology(
             retry_delays=tuple(settings.wa_retry_delays),
             prefix=settings.wa_queue_prefix,
@@ -142,6 +143,19 @@ class Services:
             log.warning("%s; status changes wait in RabbitMQ until it answers", exc)
             return
         self.ledger_checked = True
+
+    def _check_event_templates(self) -> None:
+        """Each `template_<provider>` names an installed provider that can send it as written."""
+        for event in self.events.events.values():
+            for provider, spec in event.provider_templates.items():
+                where = f"{self.events.path}: [{event.name}] template_{provider}"
+                try:
+                    factory = self.plugins.factory(provider)
+                except UnknownProvider as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                refusal = factory.template_refusal(spec)  # type: ignore[attr-defined]
+                if refusal:
+                    raise ConfigError(f"{where}: {refusal}")
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Services]:
