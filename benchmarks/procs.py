@@ -26,7 +26,9 @@ from pathlib import Path
 import aiohttp
 from common import BenchError, say
 
-SETTING_PREFIXES = ("WA_", "GATEWAY_", "AMQP_", "REDIS_", "WATZAP_", "META_", "TWILIO_")
+SETTING_PREFIXES = (
+    "WA_", "GATEWAY_", "AMQP_", "REDIS_", "DATABASE_", "WATZAP_", "META_", "TWILIO_"
+)
 STOP_TIMEOUT = 20.0
 """SIGKILL after this: longer than the default WA_SHUTDOWN_TIMEOUT (10 s) plus slack."""
 SLOW_STOP = 5.0
@@ -68,6 +70,31 @@ def isolated_environment(settings: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without any wa-gateway setting, plus `settings`."""
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith(SETTING_PREFIXES)}
     return {**base, **settings}
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of `pid` so far, from /proc/<pid>/stat (clock-tick resolution)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()  # the command name may contain spaces
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def local_broker_pid() -> int | None:
+    """The RabbitMQ node's Erlang VM (beam.smp) on this machine, if there is exactly one
+    and we may read it: its CPU says how much of a rate went to the broker."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "beam.smp":
+                continue
+            if b"rabbit" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass
@@ -150,10 +177,7 @@ class GatewayProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far, from /proc/<pid>/stat (clock-tick resolution)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()  # the command name may contain spaces
-        utime, stime = int(fields[11]), int(fields[12])
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.pid)
 
     async def wait_ready(self, base_url: str, timeout: float = 30.0) -> None:
         """Poll /readyz until it answers 200: only then is the broker connection up."""
@@ -209,6 +233,37 @@ async def _wait_exit(process: subprocess.Popen, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+async def run_command(
+    name: str, arguments: list[str], settings: Mapping[str, str], workdir: Path, timeout: float = 60
+) -> str:
+    """Run `wa-gateway <arguments>` to its end (e.g. `db upgrade`), isolated like the rest;
+    its last line of output, or a BenchError with it when it fails."""
+    log_path = workdir / f"{name}.log"
+    say(f"running `wa-gateway {' '.join(arguments)}` ({name})")
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *gateway_command(),
+            *arguments,
+            cwd=workdir,
+            env=isolated_environment(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            returncode = await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise BenchError(f"{name}: `wa-gateway {' '.join(arguments)}` took over {timeout:g} s") from None
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    last = lines[-1] if lines else "(no output)"
+    if returncode != 0:
+        raise BenchError(f"{name}: `wa-gateway {' '.join(arguments)}` exited {returncode}: {last}")
+    return last
 
 
 @contextlib.asynccontextmanager

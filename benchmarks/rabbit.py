@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,10 +73,12 @@ async def scratch_topology(url: str, topology: Topology) -> AsyncIterator[Topolo
 
 async def delete_topology(url: str, topology: Topology) -> None:
     """Delete each queue and exchange on a fresh channel: one failure must not stop the rest."""
+    # `.ledger` and the callback queues too, whatever the processes that used the prefix had on
+    queues = dataclasses.replace(topology, ledger=True, callbacks=True).all_queues()
     connection = await aio_pika.connect(url, timeout=5)
     async with connection:
         deletions: list[Callable[[aio_pika.abc.AbstractChannel], Awaitable[object]]] = [
-            *(lambda ch, q=q: ch.queue_delete(q) for q in topology.all_queues()),
+            *(lambda ch, q=q: ch.queue_delete(q) for q in queues),
             *(lambda ch, e=e: ch.exchange_delete(e) for e in (topology.work, topology.dead)),
         ]
         for delete in deletions:
@@ -90,6 +93,16 @@ async def queue_depth(url: str, queue: str) -> int:
     async with connection, connection.channel() as channel:
         declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.message_count or 0
+
+
+async def queue_exists(url: str, queue: str) -> bool:
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection, connection.channel() as channel:
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
 
 
 async def run_bounded(count: int, concurrency: int, call: Callable[[], Awaitable[None]]) -> None:

@@ -9,6 +9,11 @@ Sections (see benchmarks/README.md for what each number means):
   drain    raw aio-pika consumer vs. `wa-gateway worker` with the `fake` provider
   slow     `wa-gateway worker` against a 200 ms provider vs. the prefetch/latency bound
   memory   idle and loaded RSS of `wa-gateway run`
+  ledger   `serve` with WA_LEDGER=true vs. false; time from a `sent` change to its row
+           in PostgreSQL, and that every accepted notification got one
+
+The gateway and worker sections run with WA_LEDGER=false, so that they measure the path
+their single-queue baselines do; `memory` measures `run` as shipped (ledger on, SQLite).
 
 Prints one table on stdout, writes it with details to .bench/results.json, and exits
 0 when every target is met, 1 when one is missed, 2 when the benchmark cannot run.
@@ -29,17 +34,25 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import aiohttp
 import aiormq
+import asyncpg
+import database
 import rabbit
-from common import BenchError, Span, say
+from common import BenchError, Span, percentile, say
 from loadgen import (
+    JSON_HEADERS,
+    CpuClock,
     LoadResult,
+    Outcome,
+    client_session,
     closed_loop,
     constant_rate,
     ensure_wrk,
@@ -47,7 +60,16 @@ from loadgen import (
     open_loop,
     wrk_path,
 )
-from procs import GatewayProcess, StopReport, free_port, running
+from procs import (
+    GatewayProcess,
+    StopReport,
+    cpu_seconds_of,
+    free_port,
+    local_broker_pid,
+    run_command,
+    running,
+)
+from prometheus_client.parser import text_string_to_metric_families
 from report import Result, Target, failed_row, table, write_json
 
 from wa_gateway.topology import Topology
@@ -68,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--slow-messages", type=int, default=3_000, help="messages for the 200 ms provider")
     add("--slow-prefetch", type=int, default=256, help="WA_WORKER_PREFETCH for the 200 ms run")
     add("--drain-prefetch", type=int, default=64, help="prefetch of both drain consumers")
+    add("--ledger-rate", type=float, default=500, help="offered rate of the ledger lag phase")
+    add("--ledger-seconds", type=float, default=10, help="length of the ledger lag phase")
+    add(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL") or database.DEFAULT_ADMIN_URL,
+        help="a PostgreSQL role that may create databases (wa_bench_<random>, dropped after)",
+    )
     add("--output", type=Path, default=ROOT / ".bench" / "results.json")
     return parser.parse_args(argv)
 
@@ -83,6 +112,8 @@ class Bench:
     stops: dict[str, StopReport] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     topologies: list[Topology] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    ledger_url: str | None = None
 
     @property
     def body(self) -> bytes:
@@ -105,6 +136,26 @@ class Bench:
                     f"could not delete {topology.prefix}.* ({exc}): delete by hand"
                 )
 
+    async def ledger_database(self) -> str:
+        """DATABASE_URL of this run's PostgreSQL database, created and migrated on first use
+        (a process finding no schema on PostgreSQL stops), dropped by `drop_databases`."""
+        if self.ledger_url is None:
+            name, url = await database.create_database(self.args.postgres_url)
+            self.databases.append(name)
+            line = await run_command(
+                "db-upgrade", ["db", "upgrade"], {"DATABASE_URL": url}, self.workdir
+            )
+            say(line)
+            self.ledger_url = url
+        return self.ledger_url
+
+    async def drop_databases(self) -> None:
+        for name in self.databases:
+            try:
+                await database.drop_database(self.args.postgres_url, name)
+            except (OSError, TimeoutError, BenchError, asyncpg.PostgresError) as exc:
+                self.problems.append(f"could not drop database {name} ({exc}): drop it by hand")
+
     def settings(self, topology: Topology, **extra: str) -> dict[str, str]:
         """The complete settings of a process: nothing else from the environment gets in."""
         return {
@@ -113,6 +164,7 @@ class Bench:
             "WA_RETRY_DELAYS": ",".join(f"{d:g}" for d in topology.retry_delays),
             f"WA_GROUP_{rabbit.ALIAS.upper()}_ID": rabbit.GROUP_ID,
             "GATEWAY_RATE_LIMIT": "0",  # capacity is measured, and all load comes from one address
+            "WA_LEDGER": "false",  # on only where a section says so
             **extra,
         }
 
@@ -123,14 +175,16 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def http_process(
-        self, name: str, command: str, topology: Topology, **settings: str
+        self, name: str, command: str, topology: Topology, *, wait: bool = True, **settings: str
     ) -> AsyncIterator[tuple[GatewayProcess, str]]:
-        """A `serve` or `run` on a free port, yielded once /readyz says the broker is up."""
+        """A `serve` or `run` on a free port, yielded once /readyz says the broker is up
+        (with `wait=False` at once: the caller waits, e.g. for several in parallel)."""
         port = free_port()
         extra = {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **settings}
         async with self.process(name, command, topology, **extra) as process:
             base_url = f"http://127.0.0.1:{port}"
-            await process.wait_ready(base_url)
+            if wait:
+                await process.wait_ready(base_url)
             yield process, f"{base_url}/notify"
 
     async def section(
@@ -140,7 +194,13 @@ class Bench:
         say(f"== {title}")
         try:
             return await run(self)
-        except (TimeoutError, BenchError, ConnectionError, aiormq.exceptions.AMQPError) as exc:
+        except (
+            TimeoutError,
+            BenchError,
+            ConnectionError,
+            aiormq.exceptions.AMQPError,
+            asyncpg.PostgresError,
+        ) as exc:
             reason = str(exc) or type(exc).__name__
             say(f"{title} failed: {reason}")
             return [failed_row(title, reason)]
@@ -386,11 +446,16 @@ async def bench_slow_provider(bench: Bench) -> list[Result]:
 
 
 async def bench_memory(bench: Bench) -> list[Result]:
-    """RSS of `wa-gateway run` idle after start-up, and right after a gateway-style load."""
+    """RSS of `wa-gateway run` idle after start-up, and right after a gateway-style load.
+
+    `run` as `make run` starts it: the ledger on, in a SQLite file in the run directory.
+    """
     seconds = max(1.0, bench.args.seconds / 2)
     async with (
         bench.scratch("memory") as topology,
-        bench.http_process("run", "run", topology, WA_PROVIDER="log") as (process, url),
+        bench.http_process(
+            "run", "run", topology, WA_PROVIDER="log", WA_LEDGER="true"
+        ) as (process, url),
     ):
         await asyncio.sleep(IDLE_SETTLE_SECONDS)
         idle = process.rss_mb()
@@ -415,11 +480,356 @@ async def bench_memory(bench: Bench) -> list[Result]:
     ]
 
 
+# -- 5. ledger ----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """One gateway's measured phases added up: answers, seconds, and the CPU they took."""
+
+    seconds: float = 0.0
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    gateway_cpu: float = 0.0
+    broker_cpu: float = 0.0
+    phases: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, load: LoadResult, gateway_cpu: float, broker_cpu: float) -> None:
+        self.seconds += load.seconds
+        self.outcomes.update(load.outcomes)
+        self.gateway_cpu += gateway_cpu
+        self.broker_cpu += broker_cpu
+        self.phases.append(load.as_dict())
+
+    @property
+    def accepted(self) -> int:
+        return self.outcomes[202]
+
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else math.nan
+
+    def cpu_ms(self, spent: float) -> float:
+        """CPU per answer, in ms."""
+        return spent * 1000 / max(1, self.outcomes.total())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "outcomes": {str(k): v for k, v in self.outcomes.items()},
+            "rate": round(self.rate(), 1),
+            "gateway_cpu_ms_per_op": round(self.cpu_ms(self.gateway_cpu), 3),
+            "gateway_cpu_percent": round(100 * self.gateway_cpu / self.seconds, 1),
+            "broker_cpu_ms_per_op": round(self.cpu_ms(self.broker_cpu), 3),
+            "phases": self.phases,
+        }
+
+
+LEDGER_ORDER = ("false", "true", "true", "false")
+"""WA_LEDGER of the measured phases, each half of --seconds: off, on, on, off, so that a
+drift of the machine's load over the section (another program starting, RabbitMQ's own
+housekeeping) counts alike for both."""
+
+
+async def bench_ledger_accept(bench: Bench) -> list[Result]:
+    """The gateway's closed-loop accept rate with WA_LEDGER=false and =true, interleaved.
+
+    Two `serve` processes, one of each, run side by side on their own queues; only one
+    is loaded at a time. No worker runs: see benchmarks/README.md ("ledger on vs. off").
+    """
+    args = bench.args
+    url = await bench.ledger_database()
+    broker_pid = local_broker_pid()
+
+    def broker_cpu() -> float:
+        return cpu_seconds_of(broker_pid) if broker_pid else 0.0
+
+    async with (
+        bench.scratch("ledgeroff") as off_topology,
+        bench.scratch("ledgeron") as on_topology,
+        bench.http_process(
+            "gateway-ledgeroff", "serve", off_topology,
+            wait=False, WA_PROVIDER="log", WA_LEDGER="false",
+        ) as off,
+        bench.http_process(
+            "gateway-ledgeron", "serve", on_topology,
+            wait=False, WA_PROVIDER="log", WA_LEDGER="true", DATABASE_URL=url,
+        ) as on,
+    ):
+        gateways = {"false": off, "true": on}
+        await asyncio.gather(*(p.wait_ready(u.removesuffix("/notify")) for p, u in (off, on)))
+
+        def load(ledger: str, seconds: float) -> Awaitable[LoadResult]:
+            return http_closed_loop(
+                gateways[ledger][1], bench.body,
+                connections=args.connections, warmup=0, seconds=seconds,
+            )
+
+        say("ledger: warming up both gateways for 2 s")
+        _, warmed = await asyncio.gather(load("false", 2), load("true", 2))
+        tallies = {"false": Tally(), "true": Tally()}
+        for ledger in LEDGER_ORDER:
+            process = gateways[ledger][0]
+            say(f"ledger: closed-loop POST /notify, WA_LEDGER={ledger}, {args.seconds / 2:g} s")
+            before = process.cpu_seconds(), broker_cpu()
+            result = await load(ledger, args.seconds / 2)
+            tallies[ledger].add(
+                result, process.cpu_seconds() - before[0], broker_cpu() - before[1]
+            )
+        copies = await rabbit.queue_depth(bench.url, on_topology.ledger_queue)
+        if await rabbit.queue_exists(bench.url, off_topology.ledger_queue):
+            bench.problems.append("ledger: the WA_LEDGER=false gateway declared a ledger queue")
+    accepted_on = warmed.outcomes[202] + tallies["true"].accepted
+    if copies < accepted_on:
+        bench.problems.append(
+            f"ledger: {on_topology.ledger_queue} holds {copies} copies for {accepted_on} "
+            "accepted requests: some accepted notifications have no copy"
+        )
+    return _ledger_accept_rows(
+        tallies["false"], tallies["true"], copies, accepted_on,
+        tool=result.tool, broker=broker_pid is not None,
+    )
+
+
+def _ledger_accept_rows(
+    off: Tally, on: Tally, copies: int, accepted_on: int, *, tool: str, broker: bool
+) -> list[Result]:
+    rejected = {
+        f"{k} (ledger {state})": v
+        for state, tally in (("off", off), ("on", on))
+        for k, v in tally.outcomes.items()
+        if k != 202
+    }
+    cpu = (
+        f"CPU/request: gateway {on.cpu_ms(on.gateway_cpu):.2f} ms on, "
+        f"{off.cpu_ms(off.gateway_cpu):.2f} ms off"
+    )
+    if broker:
+        cpu += (
+            f"; RabbitMQ {on.cpu_ms(on.broker_cpu):.2f} ms on, "
+            f"{off.cpu_ms(off.broker_cpu):.2f} ms off"
+        )
+    return [
+        Result(
+            "gateway accepted POST /notify, ledger on (baseline: off)",
+            on.rate(),
+            "req/s",
+            baseline=off.rate(),
+            target=Target(">=", 0.9, on_ratio=True),
+            note=(
+                f"{tool}, phases off/on/on/off, no worker; {cpu}; "
+                f"ledger queue holds {copies} copies for {accepted_on} 202s counted "
+                "(warm-up included; wrk does not count answers after its end)"
+            ),
+            details={
+                "ledger_off": off.as_dict(),
+                "ledger_on": on.as_dict(),
+                "ledger_queue_depth": copies,
+                "accepted_with_ledger_incl_warmup": accepted_on,
+            },
+        ),
+        Result(
+            "gateway non-202 answers, ledger on/off",
+            sum(rejected.values()),
+            "",
+            target=Target("<=", 0),
+            note=", ".join(f"{k}: {v}" for k, v in rejected.items()),
+            details=rejected,
+        ),
+    ]
+
+
+LAG_DRAIN_TIMEOUT = 30.0
+"""Seconds after the load ends for the last `sent` rows to appear before they count as lost."""
+
+
+async def bench_ledger_lag(bench: Bench) -> list[Result]:
+    """`serve` + `worker` (fake provider, ledger on, PostgreSQL) at a steady open-loop rate:
+    the time from each `sent` change (its `at`) to the moment its row could be read."""
+    args = bench.args
+    url = await bench.ledger_database()
+    metrics_port = free_port()
+    ledger = {"WA_LEDGER": "true", "DATABASE_URL": url, "WA_PROVIDER": "fake"}
+    async with (
+        bench.scratch("lag") as topology,
+        bench.process(
+            "lag-worker",
+            "worker",
+            topology,
+            **ledger,
+            WA_FAKE_LATENCY="0",
+            WA_LOG_OUTBOX=str(bench.workdir / "lag.outbox.jsonl"),
+            GATEWAY_HOST="127.0.0.1",
+            WA_METRICS_PORT=str(metrics_port),
+        ) as worker,
+        bench.http_process("lag-gateway", "serve", topology, **ledger) as (gateway, post_url),
+        database.RowSampler(url).running() as sampler,
+    ):
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        await worker.wait_ready(metrics_url)
+        say(
+            f"lag: open-loop {args.ledger_rate:g} notifications/s for {args.ledger_seconds:g} s, "
+            f"sampling notification_events every {sampler.interval * 1000:g} ms"
+        )
+        worker_cpu = worker.cpu_seconds()
+        load, accepted = await post_collecting_ids(
+            post_url, bench.body, rate=args.ledger_rate, seconds=args.ledger_seconds,
+            connections=args.connections, cpu=gateway.cpu_seconds,
+        )
+        worker_cpu = worker.cpu_seconds() - worker_cpu
+        waited = await wait_for_rows(sampler, accepted, worker, LAG_DRAIN_TIMEOUT)
+        histogram = await ledger_lag_histogram(f"{metrics_url}/metrics")
+    events, current = await database.count_rows(url, "sent", accepted)
+    return _lag_rows(load, accepted, sampler, histogram, events, current, waited, worker_cpu)
+
+
+async def post_collecting_ids(
+    url: str, body: bytes, *, rate: float, seconds: float, connections: int, cpu: CpuClock
+) -> tuple[LoadResult, list[str]]:
+    """POST /notify at a constant rate (open loop) and keep the id of each 202."""
+    accepted: list[str] = []
+    async with client_session(connections) as session:
+
+        async def post() -> int:
+            async with session.post(url, data=body, headers=JSON_HEADERS) as response:
+                answer = await response.read()
+                if response.status == 202:
+                    accepted.append(json.loads(answer)["id"])
+                return response.status
+
+        load = await open_loop(post, rate=rate, warmup=0, seconds=seconds, cpu=cpu)
+    load.tool = f"aiohttp open loop {rate:g}/s, <= {connections} connections"
+    return load, accepted
+
+
+async def wait_for_rows(
+    sampler: database.RowSampler, ids: list[str], worker: GatewayProcess, timeout: float
+) -> float:
+    """Seconds until the sampler has seen a `sent` row for every id (or `timeout` passed)."""
+    started = time.monotonic()
+    wanted = set(ids)
+    while time.monotonic() - started < timeout:
+        worker.ensure_running()
+        if wanted <= sampler.seen_with("sent").keys():
+            break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def ledger_lag_histogram(url: str) -> dict[str, float]:
+    """The writer's own `wa_ledger_lag_seconds` (change `at` to commit, every status):
+    count, mean and the upper bound of the bucket holding p50 and p99."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(url) as response,
+    ):
+        text = await response.text()
+    buckets: list[tuple[float, float]] = []
+    count = total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "wa_ledger_lag_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+    figures = {"count": count, "mean_ms": total / count * 1000 if count else math.nan}
+    for q in (50, 99):
+        bound = next((le for le, n in sorted(buckets) if count and n >= q / 100 * count), math.nan)
+        figures[f"p{q}_bucket_le_ms"] = bound * 1000
+    return figures
+
+
+def _lag_rows(
+    load: LoadResult,
+    accepted: list[str],
+    sampler: database.RowSampler,
+    histogram: dict[str, float],
+    events: int,
+    current: int,
+    waited: float,
+    worker_cpu: float,
+) -> list[Result]:
+    sent = sampler.seen_with("sent")
+    lags = [sent[i].lag * 1000 for i in accepted if i in sent]
+    queued = sampler.seen_with("queued")
+    queued_lags = [queued[i].lag * 1000 for i in accepted if i in queued]
+    lag = {
+        "p50": percentile(lags, 50),
+        "p99": percentile(lags, 99),
+        "max": max(lags, default=math.nan),
+    }
+    at = f"@ {load.extra['offered_per_s']:g}/s"
+    elapsed = load.seconds
+    cross_check = (
+        f"writer's wa_ledger_lag_seconds (at -> commit, all statuses, n={histogram['count']:.0f}): "
+        f"mean {histogram['mean_ms']:.0f} ms, p50 <= {histogram['p50_bucket_le_ms']:g} ms, "
+        f"p99 <= {histogram['p99_bucket_le_ms']:g} ms"
+    )
+    polling = (
+        f"{len(lags)} `sent` rows, sampled every {sampler.interval * 1000:g} ms "
+        f"(poll gap p99 {sampler.gap_ms(99):.0f} ms, the stamp's error bound)"
+    )
+    rejected = load.others(202)
+    missing = len(accepted) - events
+    return [
+        Result(
+            f"ledger lag p50, `sent` -> row {at}",
+            lag["p50"],
+            "ms",
+            note=polling,
+            details={
+                "sent_lag_ms": lag,
+                "queued_lag_ms": {
+                    "p50": percentile(queued_lags, 50),
+                    "p99": percentile(queued_lags, 99),
+                    "max": max(queued_lags, default=math.nan),
+                },
+                "rows_seen": len(sampler.rows),
+                "poll_gap_ms": {"p50": sampler.gap_ms(50), "p99": sampler.gap_ms(99)},
+                "writer_histogram": histogram,
+                "gateway": load.as_dict(),
+                "worker_cpu_percent": round(100 * worker_cpu / elapsed, 1),
+            },
+        ),
+        Result(
+            f"ledger lag p99, `sent` -> row {at}",
+            lag["p99"],
+            "ms",
+            target=Target("<=", 1000),
+            note=cross_check,
+        ),
+        Result(f"ledger lag max, `sent` -> row {at}", lag["max"], "ms"),
+        Result(
+            "ledger: accepted without a `sent` row",
+            missing,
+            "",
+            target=Target("<=", 0),
+            note=(
+                f"{len(accepted)} accepted, {events} with a `sent` event and {current} at "
+                f"status sent in PostgreSQL, {waited:.1f} s after the load; CPU: gateway "
+                f"{load.extra['cpu_percent']:.0f}%, worker {100 * worker_cpu / elapsed:.0f}%"
+                + (f"; not 202: {rejected}" if rejected else "")
+            ),
+            details={
+                "accepted": len(accepted),
+                "sent_events": events,
+                "status_sent": current,
+                "non_202": rejected,
+                "seconds_waited_after_load": round(waited, 2),
+            },
+        ),
+    ]
+
+
 SECTIONS: list[tuple[str, Callable[[Bench], Awaitable[list[Result]]]]] = [
     ("gateway", bench_gateway),
     ("worker drain", bench_drain),
     ("200 ms provider", bench_slow_provider),
     ("memory", bench_memory),
+    ("ledger on vs. off", bench_ledger_accept),
+    ("ledger lag", bench_ledger_lag),
 ]
 
 
@@ -466,6 +876,7 @@ async def run_all(args: argparse.Namespace) -> int:
             results += await bench.section(title, section)
     finally:
         await bench.sweep()
+        await bench.drop_databases()
     problems = bench.problems + [p for report in bench.stops.values() for p in report.problems()]
     write_json(args.output, results, run_metadata(bench, started), problems)
     print(table(results))
