@@ -36,6 +36,7 @@ def facts_of(notification: Notification) -> NotificationFacts:
         event=notification.event,
         created_at=notification.created_at,
         callback_url=notification.callback_url,
+        body=notification.to_bytes().decode("utf-8") if notification.templates and not notification.use_template else None,
     )
 
 

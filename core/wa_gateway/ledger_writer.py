@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,6 +37,7 @@ from .consumer import Consumer
 from .ledger.apply import Applied, apply_changes
 from .ledger.changes import LEDGER_CHANGE_TYPE, StatusChange, change_key
 from .ledger.engine import DATABASE_ERRORS, first_line
+from .ledger.models import NotificationRecord
 from .ledger.queries import summaries_on
 from .ledger.schema import SchemaMismatch, ensure_schema
 from .ledger.urls import safe_database_url
@@ -53,6 +55,8 @@ BATCH_WAIT = 0.1
 """Seconds a batch waits for more changes after its first one."""
 PREFETCH = 2 * BATCH_MAX
 """Changes taken from RabbitMQ at once: one batch being written, the next one filling."""
+TEMPLATE_AFTER = "x-template-after"
+"""Header of a notification sent again as its template after a late refusal: the code."""
 ORPHAN_WAIT = 10.0
 """Seconds a receipt for a message the ledger does not know is tried again."""
 ORPHANS_MAX = 200
@@ -87,6 +91,11 @@ def read_change(message: AbstractIncomingMessage) -> StatusChange:
     notification = Notification.from_bytes(message.body)
     replayed = headers.get(REPLAYED_AT)
     generation = "" if replayed is None else str(replayed)
+    refused = headers.get(TEMPLATE_AFTER)
+    refused = refused.decode() if isinstance(refused, bytes) else refused
+    why = "replayed from the dead-letter queue" if replayed is not None else None
+    if refused is not None:
+        why = f"the text was refused outside the 24-hour window ({refused!s}): sending the template"
     return StatusChange(
         key=change_key(notification.id, "queued", 0, generation),
         id=notification.id,
@@ -95,7 +104,7 @@ def read_change(message: AbstractIncomingMessage) -> StatusChange:
         channel=notification.channel,
         facts=facts_of(notification),
         replay=replayed is not None,
-        message="replayed from the dead-letter queue" if replayed is not None else None,
+        message=why,
     )
 
 
@@ -187,7 +196,7 @@ class LedgerWriter:
                 if not self.services.ledger_checked:
                     await ensure_schema(self.engine, self.database_url)
                     self.services.ledger_checked = True
-                applied = await apply_changes(self.engine, [p.change for p in batch], self._callbacks)
+                applied = await apply_changes(self.engine, [p.change for p in batch], self._before_commit)
             except (IntegrityError, DataError) as exc:
                 # a change the database refuses whatever we do: find it, keep the rest
                 log.warning("ledger: the database refused a batch (%s); writing it one by one",
@@ -213,7 +222,7 @@ class LedgerWriter:
     async def _write_one_by_one(self, batch: Sequence[Pending]) -> None:
         for pending in batch:
             try:
-                applied = await apply_changes(self.engine, [pending.change], self._callbacks)
+                applied = await apply_changes(self.engine, [pending.change], self._before_commit)
             except (IntegrityError, DataError) as exc:
                 log.error("ledger: dropped the change %s the database refuses: %s",
                           pending.change.key, first_line(exc))
@@ -223,6 +232,43 @@ class LedgerWriter:
                 self._orphans.append(pending)  # tried again with the next batch
                 continue
             await self._settle([pending], applied)
+
+    async def _before_commit(self, connection: AsyncConnection, applied: Applied) -> None:
+        """What a batch's applied changes set off, queued (confirmed) before its commit, so
+        that a crash or a failed commit repeats them rather than loses them."""
+        await self._templates_after_refusal(connection, applied)
+        await self._callbacks(connection, applied)
+
+    async def _templates_after_refusal(self, connection: AsyncConnection, applied: Applied) -> None:
+        """A receipt said the text was refused outside the 24-hour window (Meta 131047,
+        Twilio 63016): send the event's template for that provider, once, as the worker
+        does when the send itself is refused."""
+        for failure in applied.failures:
+            try:
+                codes = self.services.plugins.factory(failure.provider).window_codes  # type: ignore[attr-defined]
+            except LookupError:
+                continue
+            if failure.code is None or failure.code not in codes:
+                continue
+            body = (await connection.execute(
+                select(NotificationRecord.body).where(NotificationRecord.id == failure.notification_id)
+            )).scalar_one_or_none()
+            notification = Notification.from_bytes(body.encode("utf-8")) if body else None
+            if notification is None or failure.provider not in notification.templates:
+                log.warning("notification %s was refused outside the 24-hour window (%s) and has no "
+                            "template_%s to send instead", failure.notification_id, failure.code, failure.provider)
+                continue
+            if notification.channel not in self.services.topology.channels:
+                continue  # its channel is gone; the failure stays
+            await self.services.publisher.publish(
+                notification.model_copy(update={"use_template": True}).to_bytes(),
+                message_id=notification.id,
+                exchange=self.services.topology.work,
+                routing_key=self.services.topology.work_queue(notification.channel),
+                headers={REPLAYED_AT: datetime.now(UTC).isoformat(), TEMPLATE_AFTER: failure.code},
+            )
+            log.info("notification %s: sending its template after a late refusal (%s)",
+                     failure.notification_id, failure.code)
 
     async def _callbacks(self, connection: AsyncConnection, applied: Applied) -> None:
         """Queue one status callback per applied change of a notification that wants them,
@@ -259,6 +305,7 @@ class LedgerWriter:
         unresolved = set(applied.unresolved)
         now = time.monotonic()
         written_at = datetime.now(UTC)
+        done: list[Pending] = []
         for index, pending in enumerate(batch):
             if index in unresolved:
                 change = pending.change
@@ -270,13 +317,35 @@ class LedgerWriter:
                          if change.id is None else f"notification {change.id}")
             else:
                 self.metrics.ledger_lag.observe(max(0.0, (written_at - pending.change.at).total_seconds()))
-            await self._ack(pending)
+            done.append(pending)
+        await self._ack_all(done)
         self.metrics.ledger_written.inc(applied.recorded)
         for failure in applied.failures:
             self.metrics.failed.labels(failure.channel, failure.code or "").inc()
             log.warning("notification %s failed after the provider accepted it: %s %s",
                         failure.notification_id, failure.code, failure.message)
             self.observers.notify("message_failed", failure=failure)
+
+    async def _ack_all(self, done: Sequence[Pending]) -> None:
+        """Ack a written batch: with one `multiple` ack when that covers exactly these
+        messages (one channel, nothing held back), else one by one. Changes arrive in
+        delivery-tag order and batches are written one after the other, so only a held
+        orphan could sit below the batch's last tag."""
+        if not done:
+            return
+        channels = {id(pending.message.channel) for pending in done}
+        if len(done) == 1 or len(channels) > 1 or self._orphans:
+            for pending in done:
+                await self._ack(pending)
+            return
+        last = max(done, key=lambda pending: pending.message.delivery_tag or 0)
+        try:
+            await last.message.ack(multiple=True)
+        except (*CONNECTION_ERRORS, RuntimeError) as exc:
+            log.debug("ledger: ack of a batch lost (%s); RabbitMQ gives it again", exc)
+        for pending in done:
+            if not pending.done.done():
+                pending.done.set_result(None)
 
     async def _ack(self, pending: Pending) -> None:
         try:

@@ -66,7 +66,8 @@ def applies(status: str, change: StatusChange) -> bool:
     """Whether `change` moves a notification that is at `status` (the conditional UPDATE's rule)."""
     if RANK[change.status] > RANK[status]:
         return True
-    return (change.status == "retrying" and status == "retrying") or (change.replay and status == "dead")
+    # a replay (a dead letter sent again, a template after a late refusal) starts a new life
+    return (change.status == "retrying" and status == "retrying") or (change.replay and status in ("dead", "failed"))
 
 
 def _clip(name: str, value: Any) -> Any:
@@ -142,10 +143,10 @@ async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -
         row = known[notification_id]
         if not applies(row.status, change):
             continue  # a late report: in the timeline, not applied
+        updates.append(_update_params(change, notification_id, row.status))
         row.status = change.status
         row.provider = change.provider or row.provider
         row.provider_message_id = change.provider_message_id or row.provider_message_id
-        updates.append(_update_params(change, notification_id))
         result.applied.append((change, notification_id))
         if row.callback_url:
             result.callback_urls[notification_id] = row.callback_url
@@ -232,6 +233,7 @@ async def _create_rows(
                 "created_at": facts.created_at,
                 "updated_at": facts.created_at,
                 "callback_url": facts.callback_url,
+                "body": facts.body,
             }.items()
         }
     if rows:
@@ -278,17 +280,18 @@ async def _record_events(connection: AsyncConnection, rows: list[tuple[StatusCha
             "attempt": change.attempt,
             "key": change.key,
         })
+    # executemany with RETURNING ("insertmanyvalues"): the statement is compiled once and
+    # cached, where a multi-row .values() would be compiled anew for every batch
     insert = (
         _insert(connection, _events)
-        .values(values)
         .on_conflict_do_nothing(index_elements=["key"])
-        .returning(_events.c.key)
+        .returning(_events.c.key, sort_by_parameter_order=True)
     )
-    return set((await connection.execute(insert)).scalars())
+    return {key for key in (await connection.execute(insert, values)).scalars() if key is not None}
 
 
-def _update_params(change: StatusChange, notification_id: str) -> dict[str, Any]:
-    over = "retrying" if change.status == "retrying" else ("dead" if change.replay else "")
+def _update_params(change: StatusChange, notification_id: str, current: str) -> dict[str, Any]:
+    over = "retrying" if change.status == "retrying" else (current if change.replay else "")
     failing = change.status in ("retrying", "failed", "dead")
     return {
         "b_id": notification_id,

@@ -49,6 +49,8 @@ class NotificationFacts(BaseModel):
     event: str | None = None
     created_at: datetime
     callback_url: str | None = None
+    body: str | None = None
+    """The queued message, when it has templates (to send one after a late refusal)."""
 
 
 class StatusChange(BaseModel):

@@ -97,6 +97,9 @@ class NotificationRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     """Where its status changes are POSTed; None: nowhere."""
+    body: Mapped[str | None] = mapped_column(Text)
+    """The queued message, kept only when it has templates: a receipt saying "outside the
+    24-hour window" later has the template sent from it."""
 
     events: Mapped[list[NotificationEvent]] = relationship(
         back_populates="notification", order_by="NotificationEvent.id",
