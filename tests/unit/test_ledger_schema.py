@@ -37,6 +37,7 @@ INDEXES = {
     },
     "notification_events": {
         "ix_notification_events_notification_id_at": ["notification_id", "at"],
+        "ix_notification_events_status_at": ["status", "at"],
         "uq_notification_events_key": ["key"],
     },
 }
@@ -257,3 +258,37 @@ async def test_sqlite_from_the_previous_revision_is_migrated_with_its_rows(url: 
         assert await current_revision(opened) == head()
         found = await get_notification(opened, "n-1")
     assert found is not None and [e["status"] for e in found["events"]] == ["queued", "sent"]
+
+
+def test_the_revisions_read_as_text_agree_with_alembic() -> None:
+    from wa_gateway.ledger.schema import known_revisions, script_directory
+
+    alembic = script_directory()
+    assert head() == alembic.get_current_head()
+    assert known_revisions() == {script.revision for script in alembic.walk_revisions()}
+
+
+def test_a_process_whose_schema_is_current_never_imports_alembic(url: str) -> None:
+    """Alembic is about 11 MiB: loaded to migrate, not to check."""
+    script = (
+        "import asyncio, sys\n"
+        "from wa_gateway.ledger.schema import open_ledger\n"
+        "async def main(url):\n"
+        "    async with open_ledger(url): pass\n"
+        f"asyncio.run(main({url!r}))\n"
+        "before = 'alembic' in sys.modules\n"
+        f"asyncio.run(main({url!r}))\n"
+        "print(before)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "True"  # the first open migrated the new file: alembic ran
+    script_second = (
+        "import asyncio, sys\n"
+        "from wa_gateway.ledger.schema import open_ledger\n"
+        "async def main(url):\n"
+        "    async with open_ledger(url): pass\n"
+        f"asyncio.run(main({url!r}))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    second = subprocess.run([sys.executable, "-c", script_second], capture_output=True, text=True, check=True)
+    assert second.stdout.strip() == "False"

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -77,10 +76,15 @@ def _clip(name: str, value: Any) -> Any:
 
 
 def _insert(connection: AsyncConnection | Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT (imported here: a process loads only its own)."""
     dialect = connection.dialect.name
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise NotImplementedError(f"the ledger supports PostgreSQL and SQLite, not {dialect}")
 

@@ -17,22 +17,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import UserError
 from .engine import DATABASE_ERRORS, create_engine, unavailable
 from .urls import is_sqlite, safe_database_url, sqlite_path
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Alembic says "Context impl SQLiteImpl." at INFO on every check: `db upgrade` prints
@@ -53,33 +55,63 @@ class Upgraded:
 
 
 def alembic_config() -> Config:
-    """Alembic's configuration for the package's migrations (no ini file needed)."""
+    """Alembic's configuration for the package's migrations (no ini file needed).
+
+    Alembic is imported here, when a migration runs, not when a process starts: a process
+    whose schema is current never loads it (about 11 MiB)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     return config
 
 
-@cache
-def _script() -> ScriptDirectory:
+def script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
+_REVISION = re.compile(r'^revision(?:: str)? = "([^"]+)"', re.MULTILINE)
+_DOWN_REVISION = re.compile(r'^down_revision(?:: [^=]+)? = (?:"([^"]+)"|None)', re.MULTILINE)
+
+
+@cache
+def _revisions() -> dict[str, str | None]:
+    """Each migration's revision and the one it follows, read from the files as text (a
+    unit test checks this agrees with Alembic's own reading)."""
+    found: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        source = path.read_text("utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is not None and down is not None:
+            found[revision.group(1)] = down.group(1)
+    return found
+
+
 def head() -> str:
-    """The newest revision this package knows."""
-    revision = _script().get_current_head()
-    assert revision is not None, "the package ships no migration"
-    return revision
+    """The newest revision this package knows: the one no other follows."""
+    revisions = _revisions()
+    heads = set(revisions) - {down for down in revisions.values() if down is not None}
+    assert len(heads) == 1, f"the migrations must have one head, not {sorted(heads)}"
+    return heads.pop()
 
 
 def known_revisions() -> set[str]:
-    return {script.revision for script in _script().walk_revisions()}
+    return set(_revisions())
 
 
 def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision in `alembic_version`, read with plain SQL (no Alembic at start)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    versions = [row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))]
+    return versions[0] if len(versions) == 1 else None
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
