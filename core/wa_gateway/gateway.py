@@ -252,6 +252,10 @@ def make_app(services: Services) -> web.Application:
 
     app.on_cleanup.append(close_webhook_providers)
     app.router.add_get("/openapi.json", openapi)
+    if settings.admin_keys:  # the operator console; without GATEWAY_ADMIN_KEYS /admin is a 404
+        from .console import make_console  # Jinja2 and the templates only where it is on
+
+        app.add_subapp("/admin", make_console(services))
     return app
 
 

@@ -24,6 +24,9 @@ from .ledger.urls import DEFAULT_DATABASE_URL, async_database_url
 from .provider import ProviderConfig
 from .targets import is_group_id
 
+MIN_ADMIN_KEY_LENGTH = 16
+"""An admin key opens the console (replay, purge): long enough not to be guessed."""
+
 _ALIAS_VARIABLE = re.compile(r"^WA_GROUP_([A-Z0-9_]+)_ID$", re.IGNORECASE)
 
 
@@ -48,6 +51,8 @@ class Settings(BaseSettings):
     gateway_processes: int = Field(1, ge=1, le=256)
     """`serve` runs this many gateway processes on one port under a parent; 1 = no parent."""
     gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    gateway_admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Keys that sign in to the operator console at /admin; empty: the console is off (404)."""
     gateway_rate_limit: float = Field(100.0, ge=0)
     """Requests per second per API key (per client address without keys); 0 turns it off."""
     gateway_rate_burst: int = Field(200, ge=1)
@@ -100,11 +105,21 @@ class Settings(BaseSettings):
     raw_env: dict[str, str] = Field(default_factory=dict, repr=False)
     """Every variable (.env under environment) for provider-specific settings."""
 
-    @field_validator("gateway_api_keys", mode="before")
+    @field_validator("gateway_api_keys", "gateway_admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("gateway_admin_keys")
+    @classmethod
+    def _long_admin_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < MIN_ADMIN_KEY_LENGTH for key in value):
+            raise ValueError(
+                f"each admin key needs at least {MIN_ADMIN_KEY_LENGTH} characters "
+                "(e.g. python3 -c \"import secrets; print(secrets.token_urlsafe(24))\")"
+            )
         return value
 
     @field_validator("wa_retry_delays", mode="before")
@@ -242,6 +257,10 @@ class Settings(BaseSettings):
     @property
     def api_keys(self) -> list[str]:
         return [key.get_secret_value() for key in self.gateway_api_keys]
+
+    @property
+    def admin_keys(self) -> list[str]:
+        return [key.get_secret_value() for key in self.gateway_admin_keys]
 
     def provider_config(self, *, fallback: bool = False) -> ProviderConfig:
         """The ProviderConfig for the primary provider, or for the fallback one."""

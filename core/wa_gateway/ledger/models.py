@@ -145,5 +145,8 @@ class NotificationEvent(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_values})", name="status"),
         Index(None, "notification_id", "at"),
+        # the console: changes of a few statuses within a time range (per-hour counts,
+        # a channel's newest failure)
+        Index(None, "status", "at"),
         Index("uq_notification_events_key", "key", unique=True),
     )
