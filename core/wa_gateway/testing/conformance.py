@@ -28,9 +28,9 @@ import pytest
 import pytest_asyncio
 from multidict import CIMultiDict
 
-from ..delivery import Delivery, Outcome, Route, Sent, Unservable
+from ..delivery import Delivery, Failed, Outcome, Route, Sent, Unservable
 from ..metrics import Metrics
-from ..models import Notification
+from ..models import MAX_TEXT_LENGTH, MEDIA_KINDS, Notification
 from ..pacing import RateLimiter
 from ..plugins import make_plugin_manager
 from ..provider import (
@@ -50,7 +50,16 @@ from ..provider import (
 )
 from ..resilience import CircuitBreaker
 from .fake_api import NEVER, Answer, FakeProviderApi, RecordedRequest, closed_port
-from .messages import SAMPLE_TEXT, group_message, phone_message
+from .messages import (
+    MEDIA_URLS,
+    SAMPLE_CAPTION,
+    SAMPLE_TEMPLATE_PARAMS,
+    SAMPLE_TEXT,
+    group_message,
+    phone_message,
+    sample_media,
+)
+from .wire import WireRequest, check_texts_arrive_exactly, check_wire
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,18 @@ class ProviderConformance:
     worker (a dead letter, before any request) refuse what the declared capabilities
     exclude. So these checks hold the capabilities to the API: what they let through
     goes out whole, and what they exclude (and `rejected_messages`) never reaches it.
+
+    Media and templates are checked as declared. Each media kind in
+    `capabilities.media` must go out exactly as `expected_media_request` says (to every
+    target kind served, with a caption, with the text as its caption, without one), its
+    caption limit whole and one character more refused before any request; a kind not
+    declared must be refused before any request. A provider that takes templates
+    (overrides `template_refusal`) must accept `sample_template` and refuse unknown
+    keys and `rejected_templates` in one line, and send `expected_template_request`
+    exactly; one with `window_codes` must take templates, and its `window_cases` (one
+    per code) must be permanent errors after which the worker sends the template once,
+    or, without one, fails saying what to configure. Texts (captions, parameters)
+    must arrive as UTF-8, byte for byte. `check_request` runs on these requests too.
     """
 
     provider_name: ClassVar[str]
@@ -116,6 +137,12 @@ class ProviderConformance:
     rejected_messages: ClassVar[Sequence[Notification]] = ()
     """Messages the provider's API rejects whatever the moment (a group where it has no
     groups, a text over its limit): the declared capabilities must refuse each one."""
+    window_cases: ClassVar[Sequence[ErrorCase]] = ()
+    """The provider's answer for each of its `window_codes` ("outside the 24-hour
+    window: free-form text refused"), one case per code."""
+    rejected_templates: ClassVar[Sequence[Mapping[str, Any]]] = ()
+    """`template_<name>` tables, as written in the events file, that the provider must
+    refuse when the file loads (a bad name, parameters out of order …)."""
 
     def make_config(self, api_url: str) -> ProviderConfig:
         """A complete, valid configuration whose base URL is `api_url` (the fake API)."""
@@ -125,7 +152,41 @@ class ProviderConformance:
         return phone_message()
 
     def check_request(self, request: RecordedRequest, message: Notification) -> None:
-        """Assert that `request` is exactly what the provider's API expects for `message`."""
+        """Assert that `request` is exactly what the provider's API expects for `message`.
+
+        It also sees the media and template sends of a provider that declares them
+        (`message.media`, `message.use_template`), whose bodies the kit compares with
+        `expected_media_request` / `expected_template_request` itself."""
+
+    def expected_media_request(
+        self, kind: str, target_kind: str, caption: str | None
+    ) -> WireRequest:
+        """The exact request for a `kind` ("image", "document") of `capabilities.media`
+        sent to SAMPLE_PHONE (`target_kind` "phone") or SAMPLE_GROUP ("group"): the URL
+        `MEDIA_URLS[kind]`, a document's filename SAMPLE_FILENAME, and `caption` (None:
+        no text goes with it). Write the body out literally."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the provider declares media "
+            "(capabilities.media): write expected_media_request(kind, target_kind, caption)"
+        )
+
+    def sample_template(self, params: Sequence[str]) -> Mapping[str, Any]:
+        """Your `template_<name>` table carrying `params` (in this order) wherever the
+        template's parameters go: as the events file writes it (the params are then
+        Jinja, `{{ id }}`), and as it is rendered at POST (plain text)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the provider takes templates (template_refusal): "
+            "write sample_template(params)"
+        )
+
+    def expected_template_request(self) -> WireRequest:
+        """The exact request for `sample_template(SAMPLE_TEMPLATE_PARAMS)` sent instead of
+        the text (`use_template`) to SAMPLE_PHONE (SAMPLE_GROUP for a provider without
+        phone numbers). Write the body out literally."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the provider takes templates (template_refusal): "
+            "write expected_template_request()"
+        )
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -137,11 +198,19 @@ class ProviderConformance:
         for argument, cases in (
             ("transient_case", self.transient_cases),
             ("permanent_case", self.permanent_cases),
+            ("window_case", self.window_cases),
         ):
-            if argument in metafunc.fixturenames:
+            if argument not in metafunc.fixturenames:
+                continue
+            if argument == "window_case" and not cases:
+                skip = pytest.mark.skip(reason=f"{self.provider_name} declares no window codes")
+                metafunc.parametrize(argument, [pytest.param(None, marks=skip)])
+            else:
                 metafunc.parametrize(argument, cases, ids=[case.test_id for case in cases])
         if "required_setting" in metafunc.fixturenames:
             metafunc.parametrize("required_setting", self.required_settings)
+        if "media_kind" in metafunc.fixturenames:
+            metafunc.parametrize("media_kind", MEDIA_KINDS)
 
     @pytest_asyncio.fixture
     async def api(self) -> AsyncIterator[FakeProviderApi]:
@@ -216,6 +285,26 @@ class ProviderConformance:
         assert isinstance(outcome, Unservable), f"{what} ({why}) was not refused: {outcome!r}"
         assert outcome.provider == self.provider_name
         assert api.requests == [], f"sent {what} ({why})"
+
+    def provider_factory(self) -> Any:
+        """What the plugin registers (its Provider class), as the gateway finds it."""
+        return make_plugin_manager(load_entry_points=True).factory(self.provider_name)
+
+    def media_message(
+        self, kind: str, target_kind: str, *, caption: str | None = None, text: str = ""
+    ) -> Notification:
+        """The sample media of `kind` to SAMPLE_PHONE or SAMPLE_GROUP, as queued."""
+        build = phone_message if target_kind == "phone" else group_message
+        return build(text=text, media=sample_media(kind, caption=caption))
+
+    def template_message(self, provider: Provider, *, use_template: bool = True) -> Notification:
+        """The text of event `new_request` with `sample_template(SAMPLE_TEMPLATE_PARAMS)`
+        rendered for this provider; `use_template`: sent as the template."""
+        build = phone_message if provider.capabilities.phone_numbers else group_message
+        template = self.sample_template(SAMPLE_TEMPLATE_PARAMS)
+        return build(
+            event="new_request", templates={self.provider_name: template}, use_template=use_template
+        )
 
     # -- the checks -----------------------------------------------------------------
 
@@ -369,6 +458,182 @@ class ProviderConformance:
         unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
         assert not unclosed, f"close() dropped resources without closing them: {unclosed}"
         assert await wait_until(lambda: api.open_connections == 0), "close() left a connection open"
+
+    # -- media ----------------------------------------------------------------------
+
+    def test_declares_only_media_kinds_the_gateway_knows(self) -> None:
+        capabilities = self.provider_factory().capabilities
+        for kind, limit in capabilities.media.items():
+            assert kind in MEDIA_KINDS, f"media kind {kind!r}: the gateway sends {MEDIA_KINDS}"
+            assert isinstance(limit, int) and not isinstance(limit, bool), f"{kind}: {limit!r}"
+            assert 0 <= limit <= MAX_TEXT_LENGTH, f"{kind}'s caption limit {limit}"
+
+    @pytest.mark.asyncio
+    async def test_sends_a_declared_media_kind_exactly_or_refuses_it(
+        self, provider: Provider, api: FakeProviderApi, media_kind: str
+    ) -> None:
+        capabilities = provider.capabilities
+        targets = _served_target_kinds(capabilities)
+        if media_kind not in capabilities.media:
+            for target in targets:
+                message = self.media_message(media_kind, target)
+                await self.expect_refused(provider, api, message, f"it declares no {media_kind}")
+            return
+        # (the media's caption, the text, what must go with it)
+        variants: list[tuple[str | None, str, str | None]] = [(None, "", None)]
+        if capabilities.media[media_kind]:
+            variants += [(SAMPLE_CAPTION, "", SAMPLE_CAPTION), (None, SAMPLE_CAPTION, SAMPLE_CAPTION)]
+        for target in targets:
+            for caption, text, shown in variants:
+                message = self.media_message(media_kind, target, caption=caption, text=text)
+                what = f"a {media_kind} to a {target}, caption {caption!r}, text {text!r}"
+                api.requests.clear()
+                outcome = await self.deliver(provider, message)
+                assert isinstance(outcome, Sent), f"{what} was not sent: {outcome!r}"
+                self.check_requests(api, message, count=1)
+                (request,) = api.requests
+                check_wire(request, self.expected_media_request(media_kind, target, shown), what)
+                check_texts_arrive_exactly(request, [MEDIA_URLS[media_kind]], what)
+                if shown:
+                    check_texts_arrive_exactly(request, [shown], what)
+                _check_no_ascii_escapes(request, what)
+
+    @pytest.mark.asyncio
+    async def test_media_caption_at_its_limit_goes_whole_and_one_more_is_refused(
+        self, provider: Provider, api: FakeProviderApi, media_kind: str
+    ) -> None:
+        capabilities = provider.capabilities
+        if media_kind not in capabilities.media:
+            pytest.skip(f"{self.provider_name} declares no {media_kind}")
+        limit = capabilities.media[media_kind]
+        target = _served_target_kinds(capabilities)[0]
+        if limit:
+            caption = (SAMPLE_CAPTION * (limit // len(SAMPLE_CAPTION) + 1))[:limit]
+            message = self.media_message(media_kind, target, caption=caption)
+            outcome = await self.deliver(provider, message)
+            what = f"a {media_kind} with a caption of {limit} characters"
+            assert isinstance(outcome, Sent), f"{what} was not sent: {outcome!r}"
+            self.check_requests(api, message, count=1)
+            check_wire(api.requests[0], self.expected_media_request(media_kind, target, caption), what)
+            check_texts_arrive_exactly(api.requests[0], [caption], what)
+            api.requests.clear()
+        over = "x" * (limit + 1)
+        why = f"a {media_kind} takes {limit} characters of text"
+        for message in (
+            self.media_message(media_kind, target, caption=over),
+            self.media_message(media_kind, target, text=over),
+        ):
+            await self.expect_refused(provider, api, message, why)
+
+    # -- templates and the 24-hour window -------------------------------------------
+
+    def test_window_codes_come_with_templates_and_a_case_each(self) -> None:
+        factory = self.provider_factory()
+        codes = factory.window_codes
+        assert isinstance(codes, frozenset), f"window_codes {codes!r} is not a frozenset"
+        assert all(isinstance(code, str) and code for code in codes), f"window_codes {codes!r}"
+        if codes:
+            assert _takes_templates(factory), (
+                "window_codes without templates: override template_refusal, or the worker "
+                "can never send the template those codes ask for"
+            )
+        cased = [case.code for case in self.window_cases]
+        assert sorted(cased, key=str) == sorted(codes), (
+            f"window_cases give codes {cased}; window_codes are {sorted(codes)}: one case each"
+        )
+
+    def test_template_refusal_takes_its_sample_and_refuses_the_rest(self) -> None:
+        factory = self.provider_factory()
+        refusal = factory.template_refusal
+        if not _takes_templates(factory):
+            _check_one_line(refusal({"name": "new_request"}), "a template (it takes none)")
+            return
+        for params in (["{{ id }}", "{{ requester }}"], list(SAMPLE_TEMPLATE_PARAMS)):
+            sample = self.sample_template(params)
+            assert refusal(sample) is None, f"refuses its own sample {sample!r}: {refusal(sample)}"
+        unknown = {**self.sample_template(["{{ id }}"]), "no_such_key": "x"}
+        _check_one_line(refusal(unknown), "an unknown key (a typo would go unnoticed)")
+        assert self.rejected_templates, "list in rejected_templates what your API refuses"
+        for spec in self.rejected_templates:
+            _check_one_line(refusal(spec), repr(spec))
+
+    @pytest.mark.asyncio
+    async def test_sends_its_template_exactly(
+        self, provider: Provider, api: FakeProviderApi
+    ) -> None:
+        if not _takes_templates(type(provider)):
+            pytest.skip(f"{self.provider_name} takes no templates")
+        message = self.template_message(provider)
+        assert isinstance(await provider.send(message), Receipt)
+        self.check_requests(api, message, count=1)
+        (request,) = api.requests
+        check_wire(request, self.expected_template_request(), "the template")
+        check_texts_arrive_exactly(request, SAMPLE_TEMPLATE_PARAMS, "the template's parameters")
+        _check_no_ascii_escapes(request, "the template")
+
+    @pytest.mark.asyncio
+    async def test_window_answer_is_a_permanent_error(
+        self,
+        provider: Provider,
+        api: FakeProviderApi,
+        config: ProviderConfig,
+        window_case: ErrorCase,
+    ) -> None:
+        error = await self.expect_error(provider, api, config, window_case, PermanentError)
+        assert error.provider_code in provider.window_codes
+
+    @pytest.mark.asyncio
+    async def test_outside_the_window_the_template_goes_out_once(
+        self, provider: Provider, api: FakeProviderApi, window_case: ErrorCase
+    ) -> None:
+        api.script(window_case.answer)  # then `success`
+        message = self.template_message(provider, use_template=False)
+        outcome = await self.deliver(provider, message)
+        assert isinstance(outcome, Sent) and outcome.template, f"no template went out: {outcome!r}"
+        assert len(api.requests) == 2, f"expected the text, then the template: {api.requests}"
+        text, template = api.requests
+        self.check_request(text, message)
+        self.check_request(template, message.model_copy(update={"use_template": True}))
+        check_wire(template, self.expected_template_request(), "the template after the window")
+        check_texts_arrive_exactly(template, SAMPLE_TEMPLATE_PARAMS, "the template's parameters")
+
+    @pytest.mark.asyncio
+    async def test_outside_the_window_without_a_template_says_what_to_configure(
+        self, provider: Provider, api: FakeProviderApi, window_case: ErrorCase
+    ) -> None:
+        api.script(window_case.answer)
+        message = self.template_message(provider, use_template=False).model_copy(
+            update={"templates": {}}
+        )
+        outcome = await self.deliver(provider, message)
+        assert isinstance(outcome, Failed) and outcome.failure.permanent, f"{outcome!r}"
+        reason = outcome.failure.reason
+        assert "outside the 24-hour window" in reason and "event new_request" in reason, reason
+        self.check_requests(api, message, count=1)
+
+
+def _served_target_kinds(capabilities: Capabilities) -> list[str]:
+    served = (("phone", capabilities.phone_numbers), ("group", capabilities.groups))
+    return [kind for kind, serves in served if serves]
+
+
+def _takes_templates(factory: Any) -> bool:
+    """It overrides `Provider.template_refusal`, which refuses every template."""
+    refusal = getattr(factory, "template_refusal", None)
+    base = getattr(Provider.template_refusal, "__func__", None)
+    return getattr(refusal, "__func__", refusal) is not base
+
+
+def _check_one_line(refusal: object, what: str) -> None:
+    """A refusal the events file's start-up error can show: one non-empty line."""
+    assert isinstance(refusal, str) and refusal.strip(), f"{what} was not refused: {refusal!r}"
+    assert "\n" not in refusal and "\r" not in refusal, f"{what}: not one line: {refusal!r}"
+
+
+def _check_no_ascii_escapes(request: RecordedRequest, what: str) -> None:
+    """A JSON body carries every non-ASCII character as UTF-8, none as a \\u escape."""
+    if request.content_type == "application/json":
+        assert b"\\u" not in request.body, f"{what}: \\u escapes in {request.body!r}"
 
 
 # -- receipts webhooks -------------------------------------------------------------
