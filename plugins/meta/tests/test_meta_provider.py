@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,11 @@ from wa_gateway import (
     WebhookRequest,
 )
 from wa_gateway.testing import (
+    SAMPLE_CAPTION,
+    SAMPLE_DOCUMENT_URL,
+    SAMPLE_FILENAME,
+    SAMPLE_IMAGE_URL,
+    SAMPLE_PHONE,
     SAMPLE_TEXT,
     Answer,
     ErrorCase,
@@ -41,9 +47,11 @@ from wa_gateway.testing import (
     RecordedRequest,
     WebhookConformance,
     WebhookSample,
+    WireRequest,
     closed_port,
     group_message,
     phone_message,
+    sample_media,
 )
 from wa_gateway_meta import MetaProvider
 
@@ -103,6 +111,19 @@ def graph_error(status: int, code: int, title: str, details: str = "", **headers
         "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW",
     }
     return Answer(status, {"error": error}, headers)
+
+
+RE_ENGAGEMENT = graph_error(
+    400,
+    131047,
+    "Re-engagement message",
+    "Message failed to send because more than 24 hours have passed since the customer last "
+    "replied to this number.",
+)
+"""Meta's answer to free-form text outside the 24-hour window (error-codes page)."""
+
+TEMPLATE_NAME = "permintaan_baru"
+MESSAGES_PATH = f"/v23.0/{PHONE_NUMBER_ID}/messages"
 
 
 def case(answer: Answer, **kwargs: object) -> ErrorCase:
@@ -266,14 +287,7 @@ class TestMetaConformance(ProviderConformance, WebhookConformance):
         case(graph_error(400, 131021, "Recipient cannot be sender")),
         case(graph_error(400, 131051, "Unsupported message type")),
         case(graph_error(400, 131026, "Message undeliverable")),
-        case(
-            graph_error(
-                400,
-                131047,
-                "Re-engagement message",
-                "More than 24 hours have passed since the recipient last replied",
-            )
-        ),
+        case(RE_ENGAGEMENT),
         case(graph_error(400, 131042, "Business eligibility payment issue")),
         case(graph_error(400, 131050, "User has stopped marketing messages")),
         case(graph_error(403, 368, "Temporarily blocked for policies violations")),
@@ -296,6 +310,21 @@ class TestMetaConformance(ProviderConformance, WebhookConformance):
             id="unknown-code-http400",
         ),
         ErrorCase(Answer(404, "<html>Not Found</html>"), code=None, id="http404-html"),
+    )
+    window_cases = (case(RE_ENGAGEMENT, message="more than 24 hours have passed"),)
+    rejected_templates = (
+        {"name": "Permintaan Baru", "language": "id", "params": []},  # capitals, a space
+        {"name": "permintaan-baru", "language": "id"},  # a hyphen
+        {"name": "", "language": "id"},
+        {"name": "x" * 513, "language": "id"},  # over 512 characters
+        {"language": "id", "params": ["{{ id }}"]},  # no name
+        {"name": TEMPLATE_NAME, "params": ["{{ id }}"]},  # no language
+        {"name": TEMPLATE_NAME, "language": "Indonesian"},
+        {"name": TEMPLATE_NAME, "language": "en-US"},  # Meta writes en_US
+        {"name": TEMPLATE_NAME, "language": "id", "params": "{{ id }}"},  # not a list
+        {"name": TEMPLATE_NAME, "language": "id", "params": [42]},  # not a string
+        {"name": TEMPLATE_NAME, "language": "id", "params": {"1": "{{ id }}"}},  # Twilio's shape
+        {"name": TEMPLATE_NAME, "language": {"code": "id"}},  # the wire's shape
     )
 
     def make_config(self, api_url: str) -> ProviderConfig:
@@ -362,17 +391,77 @@ class TestMetaConformance(ProviderConformance, WebhookConformance):
 
     def check_request(self, request: RecordedRequest, message: Notification) -> None:
         assert request.method == "POST"
-        assert request.path == f"/v23.0/{PHONE_NUMBER_ID}/messages"
+        assert request.path == MESSAGES_PATH
         assert request.query == {}
         assert request.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
         assert request.content_type == "application/json"
-        assert request.json() == {
+        body = request.json()
+        assert {k: body[k] for k in ("messaging_product", "recipient_type", "to")} == {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": message.target.address,
-            "type": "text",
-            "text": {"body": message.text},
         }
+        if message.media is None and not message.use_template:
+            assert body == {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": message.target.address,
+                "type": "text",
+                "text": {"body": message.text},
+            }
+
+    # Meta, "Image messages" / "Document messages": `link`, an optional `caption`
+    # (at most 1024 characters) and a document's optional `filename`.
+    def expected_media_request(
+        self, kind: str, target_kind: str, caption: str | None
+    ) -> WireRequest:
+        assert target_kind == "phone"
+        if kind == "image":
+            media: dict[str, str] = {"link": SAMPLE_IMAGE_URL}
+        else:
+            media = {"link": SAMPLE_DOCUMENT_URL, "filename": SAMPLE_FILENAME}
+        if caption is not None:
+            media["caption"] = caption
+        return WireRequest(
+            MESSAGES_PATH,
+            {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": SAMPLE_PHONE,
+                "type": kind,
+                kind: media,
+            },
+        )
+
+    def sample_template(self, params: Sequence[str]) -> dict[str, Any]:
+        return {"name": TEMPLATE_NAME, "language": "id", "params": list(params)}
+
+    # Meta, "Template messages": name, language.code, and the body's parameters as
+    # {"type": "text", "text": …} in the order of {{1}}, {{2}} …
+    def expected_template_request(self) -> WireRequest:
+        return WireRequest(
+            MESSAGES_PATH,
+            {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": SAMPLE_PHONE,
+                "type": "template",
+                "template": {
+                    "name": "permintaan_baru",
+                    "language": {"code": "id"},
+                    "components": [
+                        {
+                            "type": "body",
+                            "parameters": [
+                                {"type": "text", "text": "42"},
+                                {"type": "text", "text": "Budi Śantoso 🙂"},
+                                {"type": "text", "text": "Rp 2.500.000 — ✅ disetujui"},
+                            ],
+                        }
+                    ],
+                },
+            },
+        )
 
     async def test_utf8_text_arrives_byte_exact(
         self, provider: MetaProvider, api: FakeProviderApi
@@ -415,6 +504,58 @@ class TestMetaConformance(ProviderConformance, WebhookConformance):
             "allowed list: Add recipient phone number to recipient list and try again. "
             "(fbtrace_id AI5Ob2z72R0JAUB5zOF-nao)"
         )
+
+    async def test_template_without_params_has_no_components(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        template = {"name": "hello_world", "language": "en_US", "params": []}
+        await provider.send(phone_message(templates={"meta": template}, use_template=True))
+        assert api.requests[0].json()["template"] == {
+            "name": "hello_world",
+            "language": {"code": "en_US"},
+        }
+
+    async def test_template_goes_instead_of_the_text_and_the_media(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        template = {"name": TEMPLATE_NAME, "language": "id", "params": ["Sari 🌸"]}
+        message = phone_message(
+            media=sample_media("document", caption=SAMPLE_CAPTION),
+            templates={"meta": template},
+            use_template=True,
+        )
+        await provider.send(message)
+        body = api.requests[0].json()
+        assert (body["type"], set(body)) == (
+            "template",
+            {"messaging_product", "recipient_type", "to", "type", "template"},
+        )
+        assert '"text": "Sari 🌸"'.encode() in api.requests[0].body
+
+    async def test_use_template_without_one_is_permanent_and_sends_nothing(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        message = phone_message(event="new_request", templates={"twilio": {}}, use_template=True)
+        with pytest.raises(PermanentError, match="new_request"):
+            await provider.send(message)
+        assert api.requests == []
+
+    async def test_document_without_caption_or_filename_sends_only_the_link(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        media = {"url": SAMPLE_DOCUMENT_URL, "kind": "document"}
+        await provider.send(phone_message(text="", media=media))
+        assert api.requests[0].json()["document"] == {"link": SAMPLE_DOCUMENT_URL}
+
+    async def test_indonesian_caption_and_filename_arrive_byte_exact(
+        self, provider: MetaProvider, api: FakeProviderApi
+    ) -> None:
+        caption = "🧾 Faktur PO-42 — dari Ibu Śri, dibayar lunas ✅"
+        media = sample_media("document", caption=caption, filename="Faktur Śri 🧾.pdf")
+        await provider.send(phone_message(text="", media=media))
+        raw = api.requests[0].body
+        assert f'"caption": "{caption}"'.encode() in raw
+        assert '"filename": "Faktur Śri 🧾.pdf"'.encode() in raw
 
     async def test_throttling_is_transient_whatever_the_http_status(
         self, provider: MetaProvider, api: FakeProviderApi
@@ -598,6 +739,34 @@ def test_capabilities_exclude_groups_and_allow_80_messages_per_second() -> None:
         4096,
         80.0,
     )
+
+
+def test_images_and_documents_take_captions_of_1024_characters() -> None:
+    assert MetaProvider.capabilities.media == {"image": 1024, "document": 1024}
+
+
+def test_131047_is_the_window_code() -> None:
+    assert MetaProvider.window_codes == frozenset({"131047"})
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"name": "Permintaan Baru", "language": "id"}, "lowercase letters, digits and underscores"),
+        ({"name": "permintaan_baru", "language": "en-US"}, "like 'id' or 'en_US'"),
+        ({"name": "permintaan_baru", "language": "id", "params": [1]}, "list of strings"),
+        ({"name": "permintaan_baru", "language": "id", "parameters": []}, "unknown keys parameters"),
+    ],
+    ids=["name", "language", "params", "unknown-key"],
+)
+def test_template_refusal_says_what_to_fix(spec: dict[str, Any], says: str) -> None:
+    refusal = MetaProvider.template_refusal(spec)
+    assert refusal is not None and says in refusal and "\n" not in refusal
+
+
+@pytest.mark.parametrize("language", ["id", "en", "en_US", "pt_BR", "fil", "zh_HK"])
+def test_template_languages_as_whatsapp_manager_lists_them(language: str) -> None:
+    assert MetaProvider.template_refusal({"name": "permintaan_baru", "language": language}) is None
 
 
 def test_only_a_verify_token_does_not_turn_the_webhook_on() -> None:

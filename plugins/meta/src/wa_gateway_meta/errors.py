@@ -52,3 +52,8 @@ PERMANENT_CODES = _codes(
     133010,  # phone number not registered
     131048,  # spam rate limit: retrying makes the number's quality worse
 )
+
+WINDOW_CODES = _codes(131047)
+"""Re-engagement: more than 24 hours since the recipient last wrote, so free-form
+messages are refused and only an approved template goes out. The worker then sends
+the event's `template_meta`, once."""

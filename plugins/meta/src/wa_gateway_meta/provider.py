@@ -8,11 +8,16 @@ one; see "Double sends" in the README.
 
 With META_APP_SECRET set, the channel's webhook takes Meta's status reports
 (webhooks.py): delivered, read and the failures a send's 200 could not tell.
+
+Besides text: an image or a document by `link` (with `caption`, a document's
+`filename`), and, when the text is refused outside the 24-hour window (131047), the
+event's approved template (`type: template`, its body parameters in order).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from wa_gateway import (
@@ -20,6 +25,7 @@ from wa_gateway import (
     HttpAnswer,
     HttpProvider,
     Notification,
+    PermanentError,
     ProviderConfig,
     ProviderConfigError,
     Receipt,
@@ -33,15 +39,30 @@ from .webhooks import MetaWebhook
 DEFAULT_API_VERSION = "v23.0"
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
 _PHONE_NUMBER_ID = re.compile(r"^\d+$")
+_TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
+"""Meta's rule for template names: lowercase letters, digits and underscores, at most
+512 characters (Business Management API, "Message templates")."""
+_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
+"""A template language code as WhatsApp Manager lists them: `id`, `en_US`, `fil`, `pt_BR`."""
+_TEMPLATE_KEYS = ("name", "language", "params")
+CAPTION_LIMIT = 1024
+"""`image.caption` and `document.caption`: "Maximum 1024 characters" (Meta, "Image
+messages" and "Document messages")."""
 
 
 class MetaProvider(HttpProvider):
     name = "meta"
     # Groups exist only as opaque Groups-API ids of groups the business created, never
     # the '<digits>@g.us' ids our aliases hold; so no group capability.
-    capabilities = Capabilities(groups=False, max_text_length=4096, send_rate=80.0)
+    capabilities = Capabilities(
+        groups=False,
+        max_text_length=4096,
+        send_rate=80.0,
+        media={"image": CAPTION_LIMIT, "document": CAPTION_LIMIT},
+    )
     transient_codes = errors.TRANSIENT_CODES
     permanent_codes = errors.PERMANENT_CODES
+    window_codes = errors.WINDOW_CODES
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
@@ -80,6 +101,34 @@ class MetaProvider(HttpProvider):
         )
         return (*super().secrets, *(value for value in extra if value))
 
+    @classmethod
+    def template_refusal(cls, spec: Mapping[str, Any]) -> str | None:
+        """`template_meta = { name = "…", language = "…", params = ["{{ id }}", …] }`:
+        an approved template's name and language, and its body's parameters in order
+        ({{1}}, {{2}} …), each a string the event's data renders."""
+        unknown = sorted(set(spec) - set(_TEMPLATE_KEYS))
+        if unknown:
+            return f"unknown keys {', '.join(unknown)}: a Meta template has name, language and params"
+        name = spec.get("name")
+        if not isinstance(name, str) or not _TEMPLATE_NAME.fullmatch(name):
+            return (
+                f"name {_short(name)} is not a Meta template name (lowercase letters, digits "
+                "and underscores, as in WhatsApp Manager > Message templates)"
+            )
+        language = spec.get("language")
+        if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
+            return (
+                f"language {_short(language)} is not a template language code like "
+                "'id' or 'en_US'"
+            )
+        params = spec.get("params", [])
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return (
+                f"params {_short(params)} must be a list of strings: the template body's "
+                "{{1}}, {{2}} … in order, e.g. [\"{{ id }}\", \"{{ requester }}\"]"
+            )
+        return None
+
     async def send(self, message: Notification) -> Receipt:
         payload = {
             "messaging_product": "whatsapp",
@@ -87,8 +136,7 @@ class MetaProvider(HttpProvider):
             # With '+': without it Meta prepends the business number's country code,
             # which can misdeliver ("Sending messages" guide).
             "to": message.target.address,
-            "type": "text",
-            "text": {"body": message.text},
+            **self.content(message),
         }
         answer = await self.request(
             "POST",
@@ -97,6 +145,23 @@ class MetaProvider(HttpProvider):
             headers={"Authorization": f"Bearer {self.access_token}"},
         )
         return self.receipt(answer)
+
+    def content(self, message: Notification) -> dict[str, Any]:
+        """`type` and its object: the template, the media, else the text."""
+        if message.use_template:
+            template = message.templates.get(self.name)
+            if template is None:  # the worker asks only when the event has one
+                raise PermanentError(f"event {message.event!r} has no template_meta to send")
+            return {"type": "template", "template": _template(template)}
+        media = message.media
+        if media is not None:
+            link: dict[str, Any] = {"link": media.url}
+            if message.caption:
+                link["caption"] = message.caption
+            if media.kind == "document" and media.filename:
+                link["filename"] = media.filename
+            return {"type": media.kind, media.kind: link}
+        return {"type": "text", "text": {"body": message.text}}
 
     def receipt(self, answer: HttpAnswer) -> Receipt:
         """A Receipt with the wamid, else the error Meta's `error.code` calls for."""
@@ -113,6 +178,23 @@ class MetaProvider(HttpProvider):
         if not isinstance(error, dict):
             raise self.failure(answer)  # not a Graph API answer: classified by HTTP status
         raise self.failure(answer, _describe(error), code=error.get("code"))
+
+
+def _template(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The Cloud API's `template` object: name, language, and the body's parameters as
+    text, in order (no `components` for a template without parameters)."""
+    sent: dict[str, Any] = {"name": template["name"], "language": {"code": template["language"]}}
+    params = template.get("params") or []
+    if params:
+        parameters = [{"type": "text", "text": str(param)} for param in params]
+        sent["components"] = [{"type": "body", "parameters": parameters}]
+    return sent
+
+
+def _short(value: object) -> str:
+    """A value for a one-line error: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _first_message(body: dict[str, Any]) -> dict[str, Any]:
