@@ -56,10 +56,16 @@ class Console:
     limiter: SignInLimiter = field(default_factory=SignInLimiter)
     dead_letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @property
-    def secure_cookies(self) -> bool:
+    def secure_cookies(self, request: web.Request) -> bool:
+        """Cookies only over https: the request came over TLS, or through the https
+        address of GATEWAY_PUBLIC_URL (a TLS proxy in front). A request to the gateway's
+        own http address (an operator on the machine) gets cookies it can send back."""
+        if request.secure:
+            return True
         public = self.services.settings.gateway_public_url
-        return bool(public and public.startswith("https://"))
+        if not public or not public.startswith("https://"):
+            return False
+        return (request.host or "").split(":")[0].lower() == (urlsplit(public).hostname or "")
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -101,10 +107,6 @@ def _ledger(request: web.Request) -> Any:
     return engine
 
 
-def _is_secure(request: web.Request, console: Console) -> bool:
-    return request.secure or console.secure_cookies
-
-
 # --- signing in and out -------------------------------------------------------------
 
 
@@ -122,7 +124,7 @@ def _sign_in_form(request: web.Request, console: Console, status: int = 200, err
     response.headers.update(headers or {})
     response.set_cookie(
         SIGN_IN_COOKIE, nonce, max_age=SIGN_IN_FORM_SECONDS, path="/admin", httponly=True,
-        samesite="Strict", secure=_is_secure(request, console),
+        samesite="Strict", secure=console.secure_cookies(request),
     )
     return response
 
@@ -149,7 +151,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     response = see_other(_url(request, "overview"))
     response.set_cookie(
         SESSION_COOKIE, console.sessions.issue(key), max_age=console.sessions.lifetime, path="/admin",
-        httponly=True, samesite="Strict", secure=_is_secure(request, console),
+        httponly=True, samesite="Strict", secure=console.secure_cookies(request),
     )
     response.del_cookie(SIGN_IN_COOKIE, path="/admin")
     log.info("console: signed in from %s", client)
