@@ -15,7 +15,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -37,6 +38,9 @@ from wa_gateway import (
     WebhookRequest,
 )
 from wa_gateway.testing import (
+    SAMPLE_CAPTION,
+    SAMPLE_DOCUMENT_URL,
+    SAMPLE_IMAGE_URL,
     SAMPLE_TEXT,
     Answer,
     ErrorCase,
@@ -45,9 +49,11 @@ from wa_gateway.testing import (
     RecordedRequest,
     WebhookConformance,
     WebhookSample,
+    WireRequest,
     closed_port,
     group_message,
     phone_message,
+    sample_media,
 )
 from wa_gateway_twilio import TwilioProvider
 
@@ -92,6 +98,16 @@ def twilio_error(status: int, code: int, message: str, **headers: str) -> Answer
         "status": status,
     }
     return Answer(status, body, headers)
+
+
+OUTSIDE_THE_WINDOW = twilio_error(
+    400,
+    63016,
+    "Failed to send freeform message because you are outside the allowed window. If you are "
+    "using WhatsApp, please use a Message Template.",
+)
+CONTENT_SID = "HXb5b62575e6e4ff6129ad7c8efe1f983e"
+MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 
 
 def case(answer: Answer, **kwargs: object) -> ErrorCase:
@@ -215,17 +231,26 @@ class TestTwilioConformance(ProviderConformance, WebhookConformance):
             )
         ),
         case(twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")),
-        case(
-            twilio_error(
-                400,
-                63016,
-                "Failed to send freeform message because you are outside the allowed window. If you are using WhatsApp, please use a Message Template.",
-            )
-        ),
+        case(OUTSIDE_THE_WINDOW),
         case(twilio_error(400, 63003, "Channel could not find To address")),
         case(twilio_error(400, 63024, "Invalid message recipient")),
         case(twilio_error(400, 21999, "An undocumented client error"), id="unknown-code-http400"),
         case(twilio_error(503, 21211, "Invalid 'To'"), id="21211-http503-code-decides"),
+    )
+    window_cases = (case(OUTSIDE_THE_WINDOW, message="outside the allowed window"),)
+    rejected_templates = (
+        {"content_sid": "HX123", "variables": {"1": "{{ id }}"}},  # too short
+        {"content_sid": "MG" + "0" * 32},  # a Messaging Service, not content
+        {"content_sid": CONTENT_SID.upper().replace("HX", "hx")},  # 'HX' in capitals
+        {"content_sid": f" {CONTENT_SID}"},
+        {"variables": {"1": "{{ id }}"}},  # no content_sid
+        {"content_sid": CONTENT_SID, "variables": {"1": "{{ id }}", "3": "{{ requester }}"}},
+        {"content_sid": CONTENT_SID, "variables": {"2": "{{ requester }}", "1": "{{ id }}"}},
+        {"content_sid": CONTENT_SID, "variables": {"0": "{{ id }}"}},
+        {"content_sid": CONTENT_SID, "variables": {"id": "{{ id }}"}},
+        {"content_sid": CONTENT_SID, "variables": {"1": 42}},
+        {"content_sid": CONTENT_SID, "variables": ["{{ id }}"]},  # Meta's shape
+        {"content_sid": CONTENT_SID, "params": ["{{ id }}"]},
     )
 
     def make_config(self, api_url: str) -> ProviderConfig:
@@ -244,12 +269,54 @@ class TestTwilioConformance(ProviderConformance, WebhookConformance):
         assert scheme == "Basic"
         assert base64.b64decode(credentials).decode() == f"{ACCOUNT_SID}:{AUTH_TOKEN}"
         assert request.content_type == "application/x-www-form-urlencoded"
-        assert request.form() == {
+        form = request.form()
+        assert {k: form[k] for k in ("From", "To", "StatusCallback")} == {
             "From": SENDER,
             "To": f"whatsapp:{message.target.address}",
-            "Body": message.text,
             "StatusCallback": WEBHOOK_URL,
         }
+        if message.media is None and not message.use_template:
+            assert form == {
+                "From": SENDER,
+                "To": f"whatsapp:{message.target.address}",
+                "Body": message.text,
+                "StatusCallback": WEBHOOK_URL,
+            }
+
+    # Twilio, "Guidance on WhatsApp Media Messages": MediaUrl, the Body an image's
+    # caption; a document goes without text (no caption or filename over WhatsApp).
+    def expected_media_request(
+        self, kind: str, target_kind: str, caption: str | None
+    ) -> WireRequest:
+        assert target_kind == "phone"
+        form = {
+            "From": SENDER,
+            "To": "whatsapp:+6281234567890",
+            "MediaUrl": SAMPLE_IMAGE_URL if kind == "image" else SAMPLE_DOCUMENT_URL,
+            "StatusCallback": WEBHOOK_URL,
+        }
+        if caption is not None:
+            form["Body"] = caption
+        return WireRequest(MESSAGES_PATH, form, FORM)
+
+    def sample_template(self, params: Sequence[str]) -> dict[str, Any]:
+        variables = {str(n): param for n, param in enumerate(params, start=1)}
+        return {"content_sid": CONTENT_SID, "variables": variables}
+
+    # Twilio, "Send templates created with the Content Template Builder": ContentSid,
+    # and ContentVariables, a JSON string of the placeholders' values; no Body.
+    def expected_template_request(self) -> WireRequest:
+        return WireRequest(
+            MESSAGES_PATH,
+            {
+                "From": SENDER,
+                "To": "whatsapp:+6281234567890",
+                "ContentSid": CONTENT_SID,
+                "ContentVariables": '{"1":"42","2":"Budi Śantoso 🙂","3":"Rp 2.500.000 — ✅ disetujui"}',
+                "StatusCallback": WEBHOOK_URL,
+            },
+            FORM,
+        )
 
     def make_webhook_config(self) -> ProviderConfig:
         return self.make_config(f"http://127.0.0.1:{closed_port()}")
@@ -484,6 +551,63 @@ class TestTwilioConformance(ProviderConformance, WebhookConformance):
         with pytest.raises(PermanentError, match="Failed to send freeform message"):
             await provider.send(phone_message())
 
+    async def test_content_variables_are_utf8_json_percent_encoded(
+        self, provider: TwilioProvider, api: FakeProviderApi
+    ) -> None:
+        variables = {"1": "PO-42", "2": "Ibu Śri 🌸", "3": 'kata "setuju"'}
+        template = {"content_sid": CONTENT_SID, "variables": variables}
+        await provider.send(phone_message(templates={"twilio": template}, use_template=True))
+        (request,) = api.requests
+        sent = request.form()["ContentVariables"]
+        assert sent == '{"1":"PO-42","2":"Ibu Śri 🌸","3":"kata \\"setuju\\""}'
+        assert json.loads(sent) == variables
+        assert urlencode({"ContentVariables": sent}).encode("ascii") in request.body
+        assert "Body" not in request.form() and "MediaUrl" not in request.form()
+
+    async def test_template_without_variables_sends_only_the_content_sid(
+        self, provider: TwilioProvider, api: FakeProviderApi
+    ) -> None:
+        template = {"content_sid": CONTENT_SID}
+        await provider.send(phone_message(templates={"twilio": template}, use_template=True))
+        assert api.requests[0].form() == {
+            "From": SENDER,
+            "To": "whatsapp:+6281234567890",
+            "ContentSid": CONTENT_SID,
+            "StatusCallback": WEBHOOK_URL,
+        }
+
+    async def test_use_template_without_one_is_permanent_and_sends_nothing(
+        self, provider: TwilioProvider, api: FakeProviderApi
+    ) -> None:
+        message = phone_message(event="new_request", templates={"meta": {}}, use_template=True)
+        with pytest.raises(PermanentError, match="new_request"):
+            await provider.send(message)
+        assert api.requests == []
+
+    async def test_indonesian_caption_arrives_as_the_body_of_an_image(
+        self, provider: TwilioProvider, api: FakeProviderApi
+    ) -> None:
+        caption = "📷 Barang PO-42 sudah tiba di gudang Śurabaya ✅"
+        await provider.send(phone_message(text="", media=sample_media("image", caption=caption)))
+        (request,) = api.requests
+        assert request.form()["Body"] == caption
+        assert urlencode({"Body": caption}).encode("ascii") in request.body
+
+    async def test_media_without_callback_url_has_no_status_callback(
+        self, api: FakeProviderApi
+    ) -> None:
+        config = dataclasses.replace(self.make_config(api.url), webhook_url=None)
+        provider = TwilioProvider(config)
+        try:
+            await provider.send(phone_message(text="", media=sample_media("document")))
+        finally:
+            await provider.close()
+        assert api.requests[0].form() == {
+            "From": SENDER,
+            "To": "whatsapp:+6281234567890",
+            "MediaUrl": SAMPLE_DOCUMENT_URL,
+        }
+
 
 def twilio_config(**settings: str) -> ProviderConfig:
     base = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_FROM": SENDER}
@@ -521,3 +645,31 @@ def test_capabilities_exclude_groups_and_cap_text_at_1600() -> None:
         1600,
         10.0,
     )
+
+
+def test_an_image_takes_a_1600_character_caption_and_a_document_none() -> None:
+    capabilities = TwilioProvider.capabilities
+    assert capabilities.media == {"image": 1600, "document": 0}
+    assert capabilities.refusal("phone", SAMPLE_CAPTION, "document") == (
+        "sends a document without text (no caption)"
+    )
+
+
+def test_63016_is_the_window_code() -> None:
+    assert TwilioProvider.window_codes == frozenset({"63016"})
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"content_sid": "HX1"}, "'HX' and 32 hex digits"),
+        ({"content_sid": CONTENT_SID, "variables": {"1": "a", "3": "b"}}, "must be '1', '2', in that order"),
+        ({"content_sid": CONTENT_SID, "variables": {"1": 1}}, "variable '1' must be a string"),
+        ({"content_sid": CONTENT_SID, "variables": "x"}, "must be a table"),
+        ({"content_sid": CONTENT_SID, "vars": {}}, "unknown keys vars"),
+    ],
+    ids=["sid", "not-consecutive", "not-a-string", "not-a-table", "unknown-key"],
+)
+def test_template_refusal_says_what_to_fix(spec: dict[str, Any], says: str) -> None:
+    refusal = TwilioProvider.template_refusal(spec)
+    assert refusal is not None and says in refusal and "\n" not in refusal

@@ -31,3 +31,7 @@ PERMANENT_CODES = frozenset(
         "63024",  # invalid or inactive WhatsApp recipient
     }
 )
+
+WINDOW_CODES = frozenset({"63016"})
+"""Outside the 24-hour window: free-form messages are refused ("use a Message Template
+instead"). The worker then sends the event's `template_twilio`, once."""
