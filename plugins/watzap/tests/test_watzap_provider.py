@@ -14,6 +14,7 @@ import pytest
 
 from wa_gateway import Notification, PermanentError, ProviderConfig, Receipt, TransientError
 from wa_gateway.testing import (
+    MEDIA_URLS,
     SAMPLE_GROUP,
     SAMPLE_TEXT,
     Answer,
@@ -21,8 +22,10 @@ from wa_gateway.testing import (
     FakeProviderApi,
     ProviderConformance,
     RecordedRequest,
+    WireRequest,
     group_message,
     phone_message,
+    sample_media,
 )
 from wa_gateway_watzap import WatzapProvider
 
@@ -110,6 +113,8 @@ class TestWatzapConformance(ProviderConformance):
         assert request.content_type == "application/json"
         assert "Authorization" not in request.headers, "Watzap's keys travel in the body only"
         assert request.query == {}
+        if message.media is not None:
+            return  # the kit compares it with expected_media_request
         if message.target.kind == "group":
             assert request.path == "/send_message_group"
             recipient = {"group_id": message.target.address}
@@ -122,6 +127,47 @@ class TestWatzapConformance(ProviderConformance):
             **recipient,
             "message": message.text,
         }
+
+    # Watzap's API docs (ay4t/php-watzap-id:docs/README.md): send_image_url /
+    # send_image_group take url, message (the caption) and separate_caption ("0": the
+    # caption on the picture); send_file_url / send_file_group take only the url.
+    def expected_media_request(
+        self, kind: str, target_kind: str, caption: str | None
+    ) -> WireRequest:
+        keys = {"api_key": API_KEY, "number_key": NUMBER_KEY}
+        if target_kind == "group":
+            recipient = {"group_id": "120363195657916590@g.us"}
+        else:
+            recipient = {"phone_no": "6281234567890"}
+        if kind == "image":
+            endpoint = "/send_image_group" if target_kind == "group" else "/send_image_url"
+            content = {"url": MEDIA_URLS["image"], "message": caption or "", "separate_caption": "0"}
+        else:
+            endpoint = "/send_file_group" if target_kind == "group" else "/send_file_url"
+            content = {"url": MEDIA_URLS["document"]}
+        return WireRequest(endpoint, {**keys, **recipient, **content})
+
+    async def test_image_without_caption_sends_an_empty_message(
+        self, provider: WatzapProvider, api: FakeProviderApi
+    ) -> None:
+        await provider.send(group_message(text="", media=sample_media("image")))
+        assert api.requests[0].path == "/send_image_group"
+        assert api.requests[0].json()["message"] == ""
+
+    async def test_file_carries_no_filename_and_no_text(
+        self, provider: WatzapProvider, api: FakeProviderApi
+    ) -> None:
+        await provider.send(phone_message(text="", media=sample_media("document")))
+        assert set(api.requests[0].json()) == {"api_key", "number_key", "phone_no", "url"}
+
+    async def test_indonesian_caption_reaches_a_group_byte_exact(
+        self, provider: WatzapProvider, api: FakeProviderApi
+    ) -> None:
+        caption = "📷 Foto barang PO-42 — diterima Pak Śuharto ✅\nGudang 2"
+        await provider.send(group_message(text=caption, media=sample_media("image")))
+        (request,) = api.requests
+        assert request.json()["message"] == caption
+        assert json.dumps(caption, ensure_ascii=False).encode("utf-8") in request.body
 
     @pytest.mark.parametrize("message", [phone_message(), group_message()], ids=["phone", "group"])
     async def test_utf8_text_arrives_byte_exact(
@@ -185,6 +231,13 @@ def test_wa_api_url_replaces_the_base_url() -> None:
         settings={"WATZAP_NUMBER_KEY": NUMBER_KEY},
     )
     assert WatzapProvider(config).base_url == "http://watzap.test/v1"
+
+
+def test_images_take_a_caption_and_files_none_and_there_are_no_templates() -> None:
+    assert WatzapProvider.capabilities.media == {"image": 4096, "document": 0}
+    assert WatzapProvider.window_codes == frozenset()
+    refusal = WatzapProvider.template_refusal({"name": "permintaan_baru"})
+    assert refusal == "provider 'watzap' sends no templates"
 
 
 def test_capabilities_allow_groups_at_one_message_per_second() -> None:

@@ -3,6 +3,10 @@
 Watzap answers HTTP 200 for most failures, so a send succeeds only when the body's
 `status` is "200"; other codes are classified by errors.py, and any answer that is
 not a 2xx JSON object is transient (a proxy, an outage, a wrong WA_API_URL).
+
+Media by URL, to a number or a group: an image with its caption (`send_image_url`,
+`send_image_group`), a file without text (`send_file_url`, `send_file_group`). Watzap
+pairs an ordinary WhatsApp number: there is no 24-hour window and no template.
 """
 
 from __future__ import annotations
@@ -20,10 +24,29 @@ from wa_gateway import (
 
 from . import errors
 
+TEXT_LIMIT = 4096
+"""Watzap documents no limit for a text or a caption; this is the gateway's longest."""
+
+ENDPOINTS = {
+    (None, "phone"): "send_message",
+    (None, "group"): "send_message_group",
+    ("image", "phone"): "send_image_url",
+    ("image", "group"): "send_image_group",
+    ("document", "phone"): "send_file_url",
+    ("document", "group"): "send_file_group",
+}
+"""By media kind and target kind (Watzap's API docs, api-docs.watzap.id)."""
+
 
 class WatzapProvider(HttpProvider):
     name = "watzap"
-    capabilities = Capabilities(groups=True, max_text_length=4096, send_rate=1.0)
+    # A file goes without text: send_file_url / send_file_group take only the url.
+    capabilities = Capabilities(
+        groups=True,
+        max_text_length=TEXT_LIMIT,
+        send_rate=1.0,
+        media={"image": TEXT_LIMIT, "document": 0},
+    )
     default_api_url = "https://api.watzap.id/v1"
     permanent_codes = errors.PERMANENT_CODES
     unknown_codes_transient = True  # 1006 "Other Error" and codes nobody documented
@@ -38,17 +61,21 @@ class WatzapProvider(HttpProvider):
         return (self.api_key, self.number_key)
 
     async def send(self, message: Notification) -> Receipt:
-        target = message.target
+        target, media = message.target, message.media
         if target.kind == "group":
-            endpoint, recipient = "send_message_group", {"group_id": target.address}
+            recipient = {"group_id": target.address}
         else:
-            endpoint, recipient = "send_message", {"phone_no": target.digits}
-        payload: dict[str, Any] = {
-            "api_key": self.api_key,
-            "number_key": self.number_key,
-            **recipient,
-            "message": message.text,
-        }
+            recipient = {"phone_no": target.digits}
+        endpoint = ENDPOINTS[(media.kind if media is not None else None, target.kind)]
+        payload: dict[str, Any] = {"api_key": self.api_key, "number_key": self.number_key, **recipient}
+        if media is None:
+            payload["message"] = message.text
+        elif media.kind == "image":
+            # "message" is the caption, "" for none (as Watzap's clients send it);
+            # separate_caption "0": the caption under the picture, not a second message.
+            payload.update(url=media.url, message=message.caption, separate_caption="0")
+        else:
+            payload["url"] = media.url
         answer = await self.request("POST", f"{self.base_url}/{endpoint}", json=payload)
         return self.receipt(answer)
 
