@@ -48,6 +48,7 @@ test-unit: install
 	$(call run_pytest,$(UNIT_TESTS))
 
 test-integration: install services
+	@scripts/ensure-service.sh chromium
 	$(call run_pytest,tests/integration)
 
 lint: install

@@ -9,6 +9,9 @@
 #   scripts/ensure-service.sh rabbitmq-management
 # enables the management plugin of the local RabbitMQ and prints where the UI is, or
 # one line on why it is not enabled; it never fails `make run`.
+#   scripts/ensure-service.sh chromium
+# makes sure a Chromium is installed for the console's browser test (Playwright drives
+# the system one): as root on Debian/Ubuntu apt-get installs it, else one line says how.
 #   scripts/ensure-service.sh locate rabbitmq|redis|postgresql
 # prints the path of the installed server (PostgreSQL: Debian's pg_ctlcluster, which
 # starts its cluster), or fails when it is not installed.
@@ -17,7 +20,7 @@
 # PATH lacks; so besides PATH the sbin directories are searched
 # (ENSURE_SERVICE_SBIN_DIRS replaces their list).
 set -euo pipefail
-usage="usage: ensure-service.sh rabbitmq|redis|postgresql|rabbitmq-management|locate SERVICE"
+usage="usage: ensure-service.sh rabbitmq|redis|postgresql|rabbitmq-management|chromium|locate SERVICE"
 service=${1:?$usage}
 sbin_dirs=${ENSURE_SERVICE_SBIN_DIRS-/usr/local/sbin /usr/sbin /sbin /usr/lib/rabbitmq/bin}
 
@@ -53,6 +56,23 @@ one_line() {  # the first line that says what went wrong, without timestamps, at
   line=$(sed -E 's/^[0-9:.]+ \[[a-z]+\] //' <<<"$line")
   printf '%s' "${line:0:200}"
 }
+
+if [ "$service" = chromium ]; then  # a program, not a server: installed is enough
+  if [ -n "${CHROMIUM:-}" ] && [ -x "$CHROMIUM" ]; then exit 0; fi
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 && exit 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "chromium is not installed: installing it with apt-get for the console's browser test (package lists, then a download that can take a few minutes)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q 2>&1 | sed -u 's/^/  /'
+    apt-get install -y -q chromium 2>&1 |
+      sed -u -E '/^(Selecting previously unselected|Preparing to unpack|Unpacking|\(Reading database)/d; s/^/  /'
+    command -v chromium >/dev/null 2>&1 && exit 0
+    echo "apt-get installed no chromium command; install a Chromium yourself and set CHROMIUM to its path" >&2
+    exit 1
+  fi
+  echo "chromium is not installed; install it (sudo apt-get install -y chromium), or set CHROMIUM to the path of a Chromium or Chrome" >&2
+  exit 1
+fi
 
 case $service in
   locate) target=${2:?$usage}

@@ -74,7 +74,7 @@ class Chart:
     width: int = 760
     height: int = 260
     left: int = 52
-    right: int = 12
+    right: int = 24
     top: int = 12
     bottom: int = 34
     series: list[Series] = field(default_factory=list)
