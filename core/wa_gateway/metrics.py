@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_CALLBACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15)
+"""Up to the 15 s a receiver has to answer a callback."""
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -67,6 +69,14 @@ class Metrics:
         self.ledger_lag = Histogram(
             "wa_ledger_lag_seconds", "From a status change to its row in the ledger",
             buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.callbacks = Counter(
+            "wa_callbacks", "Status callbacks by outcome: delivered, retried, dead, gone (410, or after one)",
+            ["outcome"], registry=r,
+        )
+        self.callback_seconds = Histogram(
+            "wa_callback_seconds", "Time of a status callback's POST, to its answer or failure",
+            buckets=_CALLBACK_BUCKETS, registry=r,
         )
         self.store_up = Gauge("wa_store_up", "1 while the status store answers, 0 while it is down", registry=r)
         self.broker_blocked = Gauge(

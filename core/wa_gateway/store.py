@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 STATUS_TTL = 7 * 24 * 3600
 IDEMPOTENCY_TTL = 24 * 3600
+CALLBACK_GONE_TTL = 7 * 24 * 3600
+"""Seconds a callback URL that answered 410 Gone stays gone for that notification."""
 PROBE_INTERVAL = 1.0
 """Seconds between pings while the store is down: how soon "back" is noticed."""
 
@@ -69,6 +72,10 @@ class Store(Protocol):
     async def release(self, key: str) -> None: ...
     async def put_breaker(self, name: str, snapshot: dict[str, Any]) -> None: ...
     async def get_breakers(self) -> dict[str, dict[str, Any]]: ...
+    async def put_callback_gone(self, notification_id: str, url: str, ttl: float = CALLBACK_GONE_TTL) -> None:
+        """`url` answered 410 Gone to a callback of this notification: send it no more."""
+        ...
+    async def callback_gone(self, notification_id: str, url: str) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -87,6 +94,7 @@ class MemoryStore:
         self._status: OrderedDict[str, str] = OrderedDict()
         self._claims: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._breakers: dict[str, dict[str, Any]] = {}
+        self._gone: OrderedDict[str, float] = OrderedDict()
 
     @staticmethod
     def _trim(table: OrderedDict[str, Any], limit: int) -> None:
@@ -140,6 +148,16 @@ class MemoryStore:
 
     async def get_breakers(self) -> dict[str, dict[str, Any]]:
         return dict(self._breakers)
+
+    async def put_callback_gone(self, notification_id: str, url: str, ttl: float = CALLBACK_GONE_TTL) -> None:
+        key = _gone_key(notification_id, url)
+        self._gone[key] = time.monotonic() + ttl
+        self._gone.move_to_end(key)
+        self._trim(self._gone, self.max_entries)
+
+    async def callback_gone(self, notification_id: str, url: str) -> bool:
+        until = self._gone.get(_gone_key(notification_id, url))
+        return until is not None and until > time.monotonic()
 
     async def close(self) -> None:
         return None
@@ -260,11 +278,24 @@ class RedisStore:
         raw = await self._call(self._redis.hgetall(f"{self.prefix}:breakers"))
         return {_text(name): json.loads(value) for name, value in raw.items()}
 
+    async def put_callback_gone(self, notification_id: str, url: str, ttl: float = CALLBACK_GONE_TTL) -> None:
+        key = f"{self.prefix}:callback-gone:{_gone_key(notification_id, url)}"
+        await self._call(self._redis.set(key, "1", ex=int(ttl)))
+
+    async def callback_gone(self, notification_id: str, url: str) -> bool:
+        key = f"{self.prefix}:callback-gone:{_gone_key(notification_id, url)}"
+        return bool(await self._call(self._redis.exists(key)))
+
     async def close(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
         await self._redis.aclose()
+
+
+def _gone_key(notification_id: str, url: str) -> str:
+    """One short key per (notification, URL): a URL has up to 2,048 characters."""
+    return f"{notification_id}:{hashlib.sha256(url.encode()).hexdigest()[:32]}"
 
 
 def _text(value: bytes | str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from .callback_sender import CallbackSender
 from .channels import DEFAULT, LEGACY_FALLBACK
 from .consumer import Consumer
 from .delivery import Delivery, Failed, NoRouteNow, Route, Sent, Unservable
@@ -70,6 +71,7 @@ class Worker:
             services.publisher, services.topology, services.metrics, self.status, self.observers
         )
         self.ledger = LedgerWriter(services, self.observers) if services.ledger is not None else None
+        self.callbacks = CallbackSender(services) if services.topology.callbacks else None
         self.deliveries: dict[str, Delivery] = {}
         self.consumers: dict[str, Consumer] = {}
         for name in plan.routable:
@@ -105,6 +107,8 @@ class Worker:
         await asyncio.gather(*(consumer.start() for consumer in self.consumers.values()))
         if self.ledger is not None:
             await self.ledger.start()
+        if self.callbacks is not None:
+            await self.callbacks.start()
         for name, consumer in self.consumers.items():
             delivery = self.deliveries[name]
             fallback = delivery.fallback
@@ -118,7 +122,11 @@ class Worker:
 
     async def stop(self, timeout: float) -> None:
         """Stop taking messages, finish what is held within `timeout`, give back the rest."""
-        await asyncio.gather(*(consumer.stop(timeout) for consumer in self.consumers.values()))
+        # the callback sender beside the consumers: its POSTs in flight may take their 15 s
+        await asyncio.gather(
+            *(consumer.stop(timeout) for consumer in self.consumers.values()),
+            *([self.callbacks.stop(timeout)] if self.callbacks is not None else []),
+        )
         if self.ledger is not None:  # after the consumers: their last changes are in RabbitMQ
             await self.ledger.stop(timeout)
         await self.observers.drain(timeout=1.0)
