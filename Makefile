@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PLUGINS := plugins/watzap plugins/meta plugins/twilio plugins/sentry
 PYTEST_ARGS ?=
 
-.PHONY: install services run test test-unit test-integration lint typecheck bench clean
+.PHONY: install services run test test-unit test-integration lint typecheck bench bench-console clean
 
 # A venv that cannot run pip (made while python3-venv was missing …) is made again;
 # the sub-make then sees its stamp gone and installs into the new one.
@@ -59,6 +59,10 @@ typecheck: install
 
 bench: install services
 	$(PY) benchmarks/run.py
+
+# The operator console's pages with 100,000 notifications in SQLite and in PostgreSQL.
+bench-console: install services
+	$(PY) benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) build dist core/*.egg-info .bench

@@ -23,8 +23,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from tests.conftest import queue_size, wait_for
+from wa_gateway.console import stats
 from wa_gateway.console.auth import Sessions, SignInLimiter
-from wa_gateway.console.stats import chart, hourly_counts
+from wa_gateway.console.stats import HourlyChart, chart, hourly_counts
 from wa_gateway.ledger.engine import create_engine
 from wa_gateway.ledger.models import NotificationEvent, NotificationRecord
 from wa_gateway.ledger.schema import upgrade
@@ -402,6 +403,23 @@ async def test_purge_needs_its_confirmation(console, scripted, amqp):
     assert "Purged 2 dead letters." in await page(client, done.headers["Location"])
 
 
+async def test_the_table_shows_the_head_of_a_long_queue_and_leaves_every_letter_there(
+    console, scripted, amqp, monkeypatch
+):
+    from wa_gateway.console import dead_queue
+
+    client, services = console
+    ids = [await dead_letter(client, scripted, services, f"refused #{n}") for n in range(3)]
+    await sign_in(client)
+    monkeypatch.setattr(dead_queue, "SHOWN", 2)
+
+    for _ in range(2):  # reading twice: the first read gave every letter back
+        html = await page(client, "/admin/dead-letters")
+        assert "Showing the first 2 of 3" in html and "Replay all (3)" in html
+        assert sum(notification_id in html for notification_id in ids) == 2
+    assert await queue_size(amqp, services.topology.dead) == 3
+
+
 async def test_replay_one_and_replay_all_send_the_dead_letters_again(console, scripted, amqp):
     client, services = console
     first = await dead_letter(client, scripted, services)
@@ -535,6 +553,51 @@ async def _counts_check(engine: AsyncEngine) -> None:
     assert [s.status for s in drawn.series] == ["sent", "delivered", "failed", "dead"]
     assert all(len(s.dots) == 24 for s in drawn.series)
     assert drawn.y_ticks[-1][1] == "4"  # the axis tops out at a round number
+
+
+async def test_the_overview_counts_the_live_hours_on_each_view_and_the_day_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    engine = create_engine(url)
+    await upgrade(engine, url)
+    now = datetime.now(UTC)
+    hourly = HourlyChart(engine)
+    try:
+        await _events(engine, [("sent", now - timedelta(minutes=1)), ("dead", now - timedelta(hours=5))])
+        first = await hourly.counts()  # nothing counted yet: the whole day, now
+        assert (first.total("sent"), first.total("dead"), first.older_age) == (1, 1, None)
+
+        await _events(engine, [("sent", now), ("dead", now - timedelta(hours=5))])  # the second written late
+        second = await hourly.counts()
+        assert (second.total("sent"), second.total("dead")) == (2, 1)  # live hours at once, older ones not yet
+
+        monkeypatch.setattr(stats, "REFRESH", 0.05)
+        hourly.start()
+        await wait_for(lambda: _total(hourly, "dead", 2))
+        monkeypatch.setattr(stats, "STALE", 0.0)
+        assert (await hourly.counts()).older_age is not None  # the page then says when they were counted
+    finally:
+        await hourly.close()
+        await engine.dispose()
+
+
+async def _total(hourly: HourlyChart, status: str, expected: int) -> bool:
+    return (await hourly.counts()).total(status) == expected
+
+
+async def _events(engine: AsyncEngine, events: list[tuple[str, datetime]]) -> None:
+    async with async_sessionmaker(engine)() as session, session.begin():
+        notification_id = str(uuid.uuid4())
+        at = events[0][1]
+        session.add(NotificationRecord(
+            id=notification_id, channel="default", provider="log", to="logistic", target_kind="group",
+            target_address="1@g.us", status="sent", attempts=1, created_at=at, updated_at=at,
+        ))
+        await session.flush()
+        for status, when in events:
+            session.add(NotificationEvent(notification_id=notification_id, at=when, status=status,
+                                          key=str(uuid.uuid4())))
 
 
 # --- shipped -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from . import views
 from .auth import SESSION_COOKIE, Sessions, tokens_match
 from .forms import BadInput, read_form
 from .safety import Shown
+from .stats import HourlyChart
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,22 @@ def make_console(services: Services) -> web.Application:
         default_helpers=False,
         filters={"utc": views.utc},
     )
-    app[views.CONSOLE] = views.Console(
+    console = app[views.CONSOLE] = views.Console(
         services=services, sessions=Sessions(services.settings.admin_keys), shown=Shown(services.settings),
+        hourly=HourlyChart(services.ledger) if services.ledger is not None else None,
     )
+
+    async def start_counting(app: web.Application) -> None:
+        if console.hourly is not None:
+            console.hourly.start()
+
+    async def stop_counting(app: web.Application) -> None:
+        if console.hourly is not None:
+            await console.hourly.close()
+
+    app.on_startup.append(start_counting)
+    app.on_shutdown.append(stop_counting)  # before the ledger's engine is disposed of
+    app.on_cleanup.append(stop_counting)
     router = app.router
     router.add_get("", _to_overview, name="root")
     router.add_get("/", views.overview, name="overview")

@@ -1,5 +1,5 @@
-"""The console's own reads of the ledger, besides queries.py's list and timeline: each
-channel's latest failure, and the provider codes of the dead letters on the page."""
+"""The console's own read of the ledger, besides queries.py's list and timeline: each
+channel's latest failure."""
 
 from __future__ import annotations
 
@@ -44,18 +44,3 @@ async def last_errors(engine: AsyncEngine, channels: Iterable[str]) -> dict[str,
                 if row is not None and (channel not in found or row.at > found[channel].at):
                     found[channel] = LastError(row.at, row.status, row.code, row.message)
     return found
-
-
-async def error_codes(engine: AsyncEngine, ids: Iterable[str]) -> dict[str, str]:
-    """notification id -> the provider's code of its latest error, for those that have one."""
-    wanted = sorted({notification_id for notification_id in ids if len(notification_id) <= 36})
-    codes: dict[str, str] = {}
-    async with engine.connect() as connection:
-        for start in range(0, len(wanted), 500):  # a bounded IN list
-            rows = (await connection.execute(
-                select(NotificationRecord.id, NotificationRecord.error_code)
-                .where(NotificationRecord.id.in_(wanted[start:start + 500]),
-                       NotificationRecord.error_code.is_not(None))
-            )).all()
-            codes.update({row.id: row.error_code for row in rows})
-    return codes

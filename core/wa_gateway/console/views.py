@@ -2,8 +2,9 @@
 already holds (the ledger's engine, the broker, the store) and renders a template;
 everything shown passes through `Shown` (masking) and Jinja2's autoescape.
 
-Dead letters are moved by wa-gateway dlq's own functions, one move at a time per process
-(their reads take the whole queue for a moment: two at once would each see a part).
+Dead letters are shown by dead_queue.peek and moved by wa-gateway dlq's own functions,
+one at a time per process (each read takes the queue's messages for a moment: two at once
+would each see a part).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from ..broker import CONNECTION_ERRORS, BrokerUnavailable
 from ..commands import dlq
 from ..errors import UserError
 from ..ledger.engine import DATABASE_ERRORS, first_line
@@ -34,11 +36,12 @@ from .auth import (
     SignInLimiter,
     tokens_match,
 )
+from .dead_queue import peek
 from .forms import BadInput, read_form, search
-from .ledger_reads import error_codes, last_errors
+from .ledger_reads import last_errors
 from .live import breakers, queue_depths
 from .safety import Shown
-from .stats import CHART_STATUSES, chart, hourly_counts
+from .stats import CHART_STATUSES, HourlyChart, chart
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class Console:
     services: Services
     sessions: Sessions
     shown: Shown
+    hourly: HourlyChart | None = None
+    """The overview's counts (None with the ledger off)."""
     limiter: SignInLimiter = field(default_factory=SignInLimiter)
     dead_letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -172,11 +177,11 @@ async def overview(request: web.Request) -> web.StreamResponse:
     services = console.services
     depths, states = await asyncio.gather(queue_depths(services), breakers(services))
     counts, counts_why = None, None
-    if services.ledger is None:
+    if console.hourly is None:
         counts_why = "the ledger is off (WA_LEDGER=false)"
     else:
         try:
-            counts = await hourly_counts(services.ledger)
+            counts = await console.hourly.counts()
         except DATABASE_ERRORS as exc:
             counts_why = f"the ledger database does not answer ({console.shown(first_line(exc))})"
     return render(
@@ -283,31 +288,25 @@ async def _dead_letters_page(request: web.Request, *, status: int = 200, notice:
                              error: str | None = None) -> web.Response:
     console = _console(request)
     services = console.services
-    messages = await _dlq(console, dlq.list_dead(services))
-    codes: dict[str, str] = {}
-    codes_why = None
-    if services.ledger is not None and messages:
-        try:
-            codes = await error_codes(services.ledger, [m.id for m in messages])
-        except DATABASE_ERRORS as exc:
-            codes_why = f"provider codes unknown: the ledger database does not answer ({first_line(exc)})"
+    letters = await _dlq(console, peek(services))
     shown = console.shown
     rows = [
         DeadRow(
-            id=m.id, target=shown(m.target), channel=m.channel,
-            kind="callback" if getattr(m, "callback", False) else "notification",
-            attempts=m.attempts, first_failed_at=m.first_failed_at, reason=shown(m.reason),
-            code=shown(getattr(m, "provider_code", None) or codes.get(m.id)),
+            id=p.message.id, target=shown(p.message.target), channel=p.message.channel,
+            kind="callback" if getattr(p.message, "callback", False) else "notification",
+            attempts=p.message.attempts, first_failed_at=p.message.first_failed_at,
+            reason=shown(p.message.reason), code=shown(p.provider_code),
         )
-        for m in messages
+        for p in letters.shown
     ]
-    return render(request, "dead_letters.html", status, rows=rows, queue=services.topology.dead,
-                  notice=notice, error=error, codes_why=shown(codes_why))
+    return render(request, "dead_letters.html", status, rows=rows, total=letters.total,
+                  queue=services.topology.dead, notice=notice, error=error)
 
 
 async def _dlq(console: Console, work: Any) -> Any:
-    """Run one of wa-gateway dlq's functions: one at a time, within DLQ_TIMEOUT, with a
-    broker that is not connected (or a move that fails) a 503 page."""
+    """Read or move dead letters (`peek`, or one of wa-gateway dlq's functions): one at a
+    time, within DLQ_TIMEOUT; a broker that is not connected, or is lost meanwhile, is a
+    503 page (what was not confirmed moved stays in the queue)."""
     services = console.services
     if not services.broker.connected:
         work.close()
@@ -319,6 +318,10 @@ async def _dlq(console: Console, work: Any) -> Any:
         except TimeoutError:
             raise PageError(503, f"RabbitMQ did not finish within {DLQ_TIMEOUT:g} s; nothing more was "
                                  "moved. Try again.", {"Retry-After": "5"}) from None
+        except (BrokerUnavailable, *CONNECTION_ERRORS) as exc:
+            log.warning("console: RabbitMQ failed while reading or moving dead letters: %s", exc)
+            raise PageError(503, "RabbitMQ went away while reading or moving the dead letters; what "
+                                 "was not moved is still in the queue. Try again.", {"Retry-After": "5"}) from None
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
