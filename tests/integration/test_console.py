@@ -552,7 +552,8 @@ async def _counts_check(engine: AsyncEngine) -> None:
     drawn = chart(counts)
     assert [s.status for s in drawn.series] == ["sent", "delivered", "failed", "dead"]
     assert all(len(s.dots) == 24 for s in drawn.series)
-    assert drawn.y_ticks[-1][1] == "4"  # the axis tops out at a round number
+    assert [label for _, label in drawn.y_ticks] == ["0", "1", "2", "3", "4", "5"]  # whole steps
+    assert [stats.nice_ceiling(n) for n in (0, 6, 10, 11, 49, 50, 51, 120, 4999)] == [5, 10, 10, 20, 50, 50, 100, 200, 5000]
 
 
 async def test_the_overview_counts_the_live_hours_on_each_view_and_the_day_in_the_background(

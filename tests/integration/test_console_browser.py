@@ -26,7 +26,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import queue_size, wait_for
+from wa_gateway.ledger.engine import create_engine
 from wa_gateway.ledger.models import NotificationEvent, NotificationRecord
+from wa_gateway.ledger.schema import upgrade
 from wa_gateway.provider import PermanentError
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -59,9 +61,14 @@ async def test_an_operator_replays_a_dead_letter_in_the_browser(
     browser, make_settings, start_gateway, start_worker, scripted, amqp
 ):
     settings = make_settings(gateway_admin_keys=[ADMIN_KEY], wa_provider="scripted", wa_allow_raw_targets=True)
+    ledger = create_engine(settings.database_url)
+    try:  # the day before the gateway starts, as its console first counts it then
+        await upgrade(ledger, settings.database_url)
+        await _history(ledger)
+    finally:
+        await ledger.dispose()
     client, services = await start_gateway(settings)
     await start_worker(services)
-    await _history(services.ledger)
     scripted.script = [PermanentError(f"{REFUSAL} ({NUMBER})", provider_code=131026, provider_status=400)]
     posted = await client.post("/notify", json={"to": NUMBER, "text": "Pesanan #4711 siap diambil"})
     notification_id = (await posted.json())["id"]

@@ -181,9 +181,10 @@ class Chart:
 
 
 def nice_ceiling(value: int) -> int:
-    """The smallest of 1, 2, 5 times 10^n at or above `value` (at least 4: room for ticks)."""
-    if value <= 4:
-        return 4
+    """The smallest of 1, 2, 5 times 10^n at or above `value`, at least 5: the axis then
+    has five whole steps."""
+    if value <= 5:
+        return 5
     magnitude = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
@@ -212,7 +213,7 @@ def chart(counts: HourlyCounts) -> Chart:
             for position, value in enumerate(values)
         ]
         series.append(Series(status, " ".join(f"{dx},{dy}" for dx, dy, _, _ in dots), dots))
-    y_ticks = [(y(top_value * step // 4), f"{top_value * step // 4:,}") for step in range(5)]
+    y_ticks = [(y(top_value * step // 5), f"{top_value * step // 5:,}") for step in range(6)]
     x_ticks = [
         (x(position), start.strftime("%H:00"))
         for position, start in enumerate(counts.hours)
