@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 from .errors import UserError
 from .hookspecs import hookimpl
 from .http_provider import HttpAnswer, HttpProvider, parse_retry_after
-from .models import Notification, Target
+from .models import Media, Notification, Target
 from .provider import (
     Capabilities,
     LateFailure,
@@ -31,6 +31,7 @@ __all__ = [
     "HttpAnswer",
     "HttpProvider",
     "LateFailure",
+    "Media",
     "Notification",
     "PermanentError",
     "Provider",

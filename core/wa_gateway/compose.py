@@ -73,6 +73,8 @@ def choose_channel(
             field = "to"
         elif kind is not None and capabilities.refusal(target.kind, "", kind) is not None:
             field = "media"
+        elif media is not None and media.caption is not None:
+            field = "media.caption"
         else:
             field = "text"
         refusals.append((name, field, refusal))

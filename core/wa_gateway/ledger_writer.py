@@ -37,7 +37,7 @@ from .consumer import Consumer
 from .ledger.apply import Applied, apply_changes
 from .ledger.changes import LEDGER_CHANGE_TYPE, StatusChange, change_key
 from .ledger.engine import DATABASE_ERRORS, first_line
-from .ledger.models import NotificationRecord
+from .ledger.models import NotificationEvent, NotificationRecord
 from .ledger.queries import summaries_on
 from .ledger.schema import SchemaMismatch, ensure_schema
 from .ledger.urls import safe_database_url
@@ -55,6 +55,8 @@ BATCH_WAIT = 0.1
 """Seconds a batch waits for more changes after its first one."""
 PREFETCH = 2 * BATCH_MAX
 """Changes taken from RabbitMQ at once: one batch being written, the next one filling."""
+TEMPLATE_GENERATION = "template"
+"""The life of a notification sent again as its template after a late refusal: once."""
 TEMPLATE_AFTER = "x-template-after"
 """Header of a notification sent again as its template after a late refusal: the code."""
 ORPHAN_WAIT = 10.0
@@ -253,6 +255,12 @@ class LedgerWriter:
             body = (await connection.execute(
                 select(NotificationRecord.body).where(NotificationRecord.id == failure.notification_id)
             )).scalar_one_or_none()
+            resend_key = change_key(failure.notification_id, "queued", 0, TEMPLATE_GENERATION)
+            already = (await connection.execute(
+                select(NotificationEvent.id).where(NotificationEvent.key == resend_key)
+            )).first()
+            if already is not None:
+                continue  # its template went out once already; a failed template stays failed
             notification = Notification.from_bytes(body.encode("utf-8")) if body else None
             if notification is None or failure.provider not in notification.templates:
                 log.warning("notification %s was refused outside the 24-hour window (%s) and has no "
@@ -265,7 +273,7 @@ class LedgerWriter:
                 message_id=notification.id,
                 exchange=self.services.topology.work,
                 routing_key=self.services.topology.work_queue(notification.channel),
-                headers={REPLAYED_AT: datetime.now(UTC).isoformat(), TEMPLATE_AFTER: failure.code},
+                headers={REPLAYED_AT: TEMPLATE_GENERATION, TEMPLATE_AFTER: failure.code},
             )
             log.info("notification %s: sending its template after a late refusal (%s)",
                      failure.notification_id, failure.code)

@@ -39,6 +39,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def sent_key(notification: Notification) -> str:
+    """What "already sent?" asks about: the notification, or its template when a receipt
+    said later that the text was refused (that send is a second one, not a copy)."""
+    return f"{notification.id}:template" if notification.use_template else notification.id
+
+
 def generation_of(message: AbstractIncomingMessage) -> str:
     """Which life of the message this is: "" for the first, the replay's time after a
     dead letter was replayed (its attempts count from 0 again)."""
@@ -95,6 +101,8 @@ class Outcomes:
                 ),
             ),
         )
+        if notification.use_template:  # the template after a late refusal: its own "sent"
+            await self.status.record(DeliveryStatus(id=sent_key(notification), status="sent", updated_at=now()))
         await message.ack()
         log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
         self.metrics.sent.labels(notification.channel, receipt.provider).inc()

@@ -48,7 +48,7 @@ class Capabilities:
             if text and limit == 0:
                 return f"sends a {media_kind} without text (no caption)"
             if len(text) > limit:
-                return f"the caption has {len(text)} characters; a {media_kind}'s accepts at most {limit}"
+                return f"the caption has {len(text)} characters; with a {media_kind} it accepts at most {limit}"
             return None
         if len(text) > self.max_text_length:
             return f"the text has {len(text)} characters; it accepts at most {self.max_text_length}"

@@ -27,7 +27,7 @@ from .ledger_writer import LedgerWriter
 from .logs import bind_notification
 from .models import Notification
 from .observers import Observers
-from .outcomes import Outcomes, attempts_of
+from .outcomes import Outcomes, attempts_of, sent_key
 from .pacing import RateLimiter
 from .provider import Provider
 from .services import Services
@@ -149,13 +149,13 @@ class Worker:
             await self.outcomes.dead_letter(message, None, reason, kind="unparseable", headers=headers)
             return
         bind_notification(notification.id)
-        if await self.status.already_sent(notification.id):
+        if await self.status.already_sent(sent_key(notification)):
             log.info("message %s was already delivered; dropping the redelivered copy", notification.id)
             await message.ack()
             return
         outcome = await self.deliveries[channel].deliver(notification, attempts_of(message))
         if isinstance(outcome, Sent):
-            await self.outcomes.delivered(message, notification, outcome.receipt)
+            await self.outcomes.delivered(message, notification, outcome.receipt, outcome.template)
         elif isinstance(outcome, Failed):
             log.info("send %s via %s failed: %s", notification.id, outcome.route.name, outcome.failure.reason)
             await self.outcomes.failed(message, notification, outcome.route, outcome.failure, channel=channel)

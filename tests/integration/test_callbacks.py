@@ -136,10 +136,6 @@ async def test_a_callback_is_signed_and_carries_the_notification_as_get_shows_it
     await wait_for(lambda: counted(services, "delivered") == len(receiver.received))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ledger writer makes no callback for the first `queued`: apply.py inserts the row at "
-    "`queued`, so applies('queued', queued) is False and the change is never in Applied.applied"
-))
 async def test_a_log_provider_send_posts_queued_then_sent(make_settings, start_gateway, start_worker, aiohttp_server):
     secret = new_secret()
     receiver = Receiver()

@@ -6,6 +6,7 @@ the official `twilio` package's RequestValidator)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -61,7 +62,10 @@ async def gateway(make_settings, aiohttp_client, start_worker):
     """Start gateway + worker for a channel `people` of `provider`, against a fake API."""
     started: list[FakeProviderApi] = []
 
-    async def start(provider: str, answers: list[Answer], channel_env: dict[str, str], **settings: Any):
+    async def start(
+        provider: str, answers: list[Answer], channel_env: dict[str, str],
+        raw_env_extra: dict[str, str] | None = None, **settings: Any,
+    ):
         api = FakeProviderApi(*answers)
         await api.__aenter__()
         started.append(api)
@@ -73,6 +77,7 @@ async def gateway(make_settings, aiohttp_client, start_worker):
             "WA_CHANNEL_PEOPLE_API_KEY": "secret-token" if provider == "meta" else AUTH_TOKEN,
             "WA_CHANNEL_PEOPLE_API_URL": api.url,
             **{f"WA_CHANNEL_PEOPLE_{name}": value for name, value in channel_env.items()},
+            **(raw_env_extra or {}),
         }
         values = make_settings(wa_allow_raw_targets=True, raw_env=env, **settings)
         services = Services(values, plugins)
@@ -276,3 +281,52 @@ async def test_twilio_status_callbacks_delivered_read_and_undelivered(gateway, u
     assert body["error"]["code"] == "63016"
     await wait_for(lambda: len(watcher.failures) == 1)
     assert watcher.failures[0].notification_id == failed_id
+
+
+EVENTS_WITH_TEMPLATE = '''
+[new_request]
+to = ["budi"]
+fields = { id = "int", requester = "str" }
+template = """🆕 *REQUEST BARU*
+ID: {{ id }}
+Oleh: {{ requester }}"""
+template_meta = { name = "new_request", language = "id", params = ["{{ id }}", "{{ requester }}"] }
+'''
+
+
+async def test_a_late_refusal_outside_the_window_sends_the_template_once(gateway, tmp_path):
+    events = tmp_path / "events.toml"
+    events.write_text(EVENTS_WITH_TEMPLATE, encoding="utf-8")
+    client, _services, api, _watcher = await gateway(
+        "meta", [meta_accepts(1), meta_accepts(2)], META_ENV,
+        wa_templates=str(events), raw_env_extra={"WA_CONTACT_BUDI_NUMBER": BUDI},
+    )
+    answer = await client.post("/notify", json={"event": "new_request", "data": {"id": 42, "requester": "Budi Śantoso"}})
+    assert answer.status == 202, await answer.text()
+    notification_id = (await answer.json())["id"]
+    await wait_for(lambda: _status(client, notification_id, "sent"))
+    assert api.requests[0].json()["type"] == "text"
+
+    refusal = meta_status(wamid(1), "failed", int(time.time()), errors=[{
+        "code": 131047, "title": "Re-engagement message", "message": "Re-engagement message",
+        "error_data": {"details": "Message failed to send because more than 24 hours have passed"},
+    }])
+    assert (await post_meta(client, meta_statuses(refusal))).status == 200
+    await wait_for(lambda: len(api.requests) == 2, timeout=15)
+    template = api.requests[1].json()["template"]
+    assert template["name"] == "new_request" and template["language"] == {"code": "id"}
+    assert [p["text"] for p in template["components"][0]["parameters"]] == ["42", "Budi Śantoso"]
+    assert "Budi Śantoso".encode() in api.requests[1].body
+
+    async def resent():
+        found = await (await client.get(f"/notify/{notification_id}")).json()
+        return found if [e["status"] for e in found["events"]] == ["queued", "sent", "failed", "queued", "sent"] else None
+
+    found = await wait_for(resent, timeout=15)
+    assert found["status"] == "sent" and found["provider_message_id"] == wamid(2)
+    assert "sending the template" in found["events"][3]["message"]
+
+    # Meta repeats the refusal: recorded once, nothing sent again
+    assert (await post_meta(client, meta_statuses(refusal))).status == 200
+    await asyncio.sleep(1.0)
+    assert len(api.requests) == 2

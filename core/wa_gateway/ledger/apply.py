@@ -127,7 +127,7 @@ async def apply_changes(
 async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -> Applied:
     result = Applied()
     ids, changes = await _resolve(connection, changes)
-    await _create_rows(connection, changes, ids)
+    created = await _create_rows(connection, changes, ids)
     known = await _existing(connection, {i for i in ids if i is not None})
     rows = []
     for index, (change, notification_id) in enumerate(zip(changes, ids, strict=True)):
@@ -145,6 +145,12 @@ async def _apply(connection: AsyncConnection, changes: Sequence[StatusChange]) -
             continue  # recorded (and applied) before
         new_keys.discard(change.key)  # the same key twice in one batch: once
         row = known[notification_id]
+        if change.status == "queued" and notification_id in created:
+            created.discard(notification_id)  # its row was made at `queued` just now: the first change
+            result.applied.append((change, notification_id))
+            if row.callback_url:
+                result.callback_urls[notification_id] = row.callback_url
+            continue
         if not applies(row.status, change):
             continue  # a late report: in the timeline, not applied
         updates.append(_update_params(change, notification_id, row.status))
@@ -217,7 +223,8 @@ def _provider_id(change: StatusChange) -> tuple[str, str]:
 
 async def _create_rows(
     connection: AsyncConnection, changes: Sequence[StatusChange], ids: Sequence[str | None]
-) -> None:
+) -> set[str]:
+    """Create the rows of the notifications first seen here (at `queued`); their ids."""
     rows: dict[str, dict[str, Any]] = {}
     for change, notification_id in zip(changes, ids, strict=True):
         facts = change.facts
@@ -240,10 +247,16 @@ async def _create_rows(
                 "body": facts.body,
             }.items()
         }
-    if rows:
-        insert = _insert(connection, _notifications).on_conflict_do_nothing(index_elements=["id"])
-        # in the order of the ids, as _existing locks them: two writers never deadlock
-        await connection.execute(insert, sorted(rows.values(), key=lambda row: row["id"]))
+    if not rows:
+        return set()
+    insert = (
+        _insert(connection, _notifications)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(_notifications.c.id, sort_by_parameter_order=True)
+    )
+    # in the order of the ids, as _existing locks them: two writers never deadlock
+    created = await connection.execute(insert, sorted(rows.values(), key=lambda row: row["id"]))
+    return {notification_id for notification_id in created.scalars() if notification_id is not None}
 
 
 async def _existing(connection: AsyncConnection, ids: set[str]) -> dict[str, _Row]:
