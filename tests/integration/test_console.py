@@ -28,6 +28,7 @@ from wa_gateway.console.auth import Sessions, SignInLimiter
 from wa_gateway.console.stats import HourlyChart, chart, hourly_counts
 from wa_gateway.ledger.engine import create_engine
 from wa_gateway.ledger.models import NotificationEvent, NotificationRecord
+from wa_gateway.ledger.queries import encode_cursor
 from wa_gateway.ledger.schema import upgrade
 from wa_gateway.provider import PermanentError
 
@@ -337,6 +338,7 @@ async def test_each_page_renders_with_numbers_masked_secrets_hidden_and_provider
 
 async def test_the_console_serves_no_script_and_its_stylesheet_from_itself(console):
     client, _ = console
+    assert (await client.get("/admin/static/console.css")).status == 200  # the sign-in page needs it
     await sign_in(client)
     for path in ("/admin/", "/admin/notifications", "/admin/dead-letters", "/admin/channels", "/admin/sign-in"):
         html = await page(client, path, 200 if path != "/admin/sign-in" else 303)
@@ -463,6 +465,7 @@ async def test_hostile_input_is_a_4xx_never_a_500(console):
         f"/admin/notifications?to={long}", "/admin/notifications?since=0001-01-01T00:00%2B05:00",
         "/admin/notifications?id=%00", f"/admin/notifications/{long}", "/admin/notifications/%00%FF",
         "/admin/static/../../settings.py", "/admin/static/%2e%2e/app.py",
+        f"/admin/notifications?cursor={encode_cursor(datetime.now(UTC), 'n' + chr(0))}",
     ):
         answer = await client.get(path, allow_redirects=False)
         assert 400 <= answer.status < 500, (path, answer.status)

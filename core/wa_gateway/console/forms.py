@@ -11,7 +11,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ..ledger.models import STATUSES
-from ..ledger.queries import BadQuery, Filters
+from ..ledger.queries import BadQuery, Filters, decode_cursor
 
 MAX_FIELDS = 20
 MAX_VALUE = 1024
@@ -75,6 +75,8 @@ def search(query: MultiMapping[str]) -> tuple[str | None, Filters]:
             status=status, to=_text(query, "to"), channel=_text(query, "channel"),
             since=since, until=until, limit=PAGE_SIZE, cursor=_text(query, "cursor"),
         )
+        if filters.cursor is not None and "\x00" in decode_cursor(filters.cursor)[1]:
+            raise BadQuery("cursor is not one this gateway gave out")
     except BadQuery as exc:
         raise BadInput(str(exc)) from None
     return _text(query, "id"), filters
