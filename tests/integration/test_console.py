@@ -244,6 +244,19 @@ async def test_sign_out_without_the_csrf_token_is_refused(console):
     await page(client, "/admin/")  # still signed in
 
 
+async def test_another_gateway_process_accepts_the_session_until_its_key_is_removed(
+    console, make_settings, start_gateway
+):
+    client, services = console
+    await sign_in(client, OTHER_KEY)
+    cookie = {"Cookie": f"wa_console={client.session.cookie_jar.filter_cookies(client.make_url('/admin/'))['wa_console'].value}"}
+    same_keys, _ = await start_gateway(services.settings)
+    assert (await same_keys.get("/admin/", headers=cookie, allow_redirects=False)).status == 200
+    without_it, _ = await start_gateway(make_settings(gateway_admin_keys=[ADMIN_KEY]))
+    refused = await without_it.get("/admin/", headers=cookie, allow_redirects=False)
+    assert refused.status == 303 and refused.headers["Location"] == "/admin/sign-in"
+
+
 def test_sessions_are_signed_per_key_and_end_with_the_key_or_the_time() -> None:
     both = Sessions([ADMIN_KEY, OTHER_KEY])
     admin = both.matching_key(ADMIN_KEY)
