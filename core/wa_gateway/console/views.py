@@ -231,7 +231,7 @@ async def notification(request: web.Request) -> web.StreamResponse:
     engine = _ledger(request)
     wanted = request.match_info["id"]
     found = None
-    if len(wanted) <= 64:
+    if len(wanted) <= 64 and "\x00" not in wanted:  # PostgreSQL refuses a NUL in a text
         try:
             found = await get_notification(engine, wanted)
         except DATABASE_ERRORS as exc:
