@@ -503,6 +503,24 @@ async def test_hostile_input_is_a_4xx_never_a_500(console):
     assert (await client.post("/admin/sign-out", data=b"\xff" * 10)).status == 400
 
 
+async def test_hostile_searches_on_postgresql_are_a_4xx_too(make_settings, start_gateway, postgres_url):
+    engine = create_engine(postgres_url)
+    try:
+        await upgrade(engine, postgres_url)
+    finally:
+        await engine.dispose()
+    client, _ = await start_gateway(make_settings(gateway_admin_keys=[ADMIN_KEY], database_url=postgres_url))
+    await sign_in(client)
+    for path in (
+        "/admin/notifications/%00", "/admin/notifications?id=a%00b", "/admin/notifications?to=%00",
+        f"/admin/notifications?cursor={encode_cursor(datetime.now(UTC), 'n' + chr(0))}",
+        "/admin/notifications?since=9999-12-31T23:59%2D05:00", "/admin/notifications?status=%F0%9F%92%A5",
+    ):
+        answer = await client.get(path, allow_redirects=False)
+        assert 400 <= answer.status < 500, (path, answer.status)
+    assert "No notifications match" in await page(client, "/admin/notifications?to=%F0%9F%92%A5")
+
+
 async def test_the_ledger_off_leaves_the_console_without_notifications_but_working(
     make_settings, start_gateway, tmp_path
 ):
