@@ -76,7 +76,29 @@ async def scrape(make_settings, start_gateway, start_worker, scripted, amqp) -> 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels[sample.name] |= set(sample.labels)
+    # a labelled family shows no series before its first event (a late failure, a receipt,
+    # a callback): for those, the labels the process declares for them
+    for family, names in declared_labels(metrics).items():
+        for name, extra in _series(family):
+            labels.setdefault(name, set(names) | extra)
     return dict(labels)
+
+
+def declared_labels(metrics: Metrics) -> dict[Any, tuple[str, ...]]:
+    """Each metric of a process with the label names it declares."""
+    return {collector: tuple(collector._labelnames) for collector in vars(metrics).values()
+            if hasattr(collector, "_labelnames")}
+
+
+def _series(collector: Any) -> list[tuple[str, set[str]]]:
+    """The sample names a metric exports, with the labels a sample adds (a bucket's `le`)."""
+    name = collector._name  # prometheus_client keeps the name and type here
+    kind = collector._type
+    if kind == "counter":
+        return [(f"{name}_total", set())]
+    if kind == "histogram":
+        return [(f"{name}_bucket", {"le"}), (f"{name}_sum", set()), (f"{name}_count", set())]
+    return [(name, set())]
 
 
 def _total(counter: Any) -> float:
@@ -142,7 +164,8 @@ def test_both_queues_histograms_quantiles_and_breaker_states_are_shown():
     dashboard = load()
     exprs = [expr for _, expr, _ in queries(dashboard)]
     assert any("wa_queue_messages" in e and 'queue=~".+\\\\.dead"' in e for e in exprs)  # the dead-letter queue
-    assert any("wa_queue_messages" in e and 'queue!~".+\\\\.dead"' in e for e in exprs)  # the work queue
+    assert any("wa_queue_messages" in e and 'queue!~".+\\\\.(dead|ledger|callbacks)"' in e for e in exprs)  # work queues
+    assert any("wa_queue_messages" in e and 'queue=~".+\\\\.(ledger|callbacks)"' in e for e in exprs)
     for histogram in ("wa_publish_seconds", "wa_provider_seconds"):
         for quantile in ("0.5", "0.99"):
             assert any(f"histogram_quantile({quantile}," in e and f"{histogram}_bucket" in e for e in exprs), (
