@@ -49,7 +49,7 @@ SERVER_OPTIONS = {"auto_decompress": False}
 
 
 class QueueDepths:
-    """Ready messages of the work and dead queues, read from RabbitMQ at most once a
+    """Ready messages of the work, dead, ledger and callback queues, read from RabbitMQ at most once a
     second however often /metrics is scraped; the last reading while the broker is away."""
 
     def __init__(self, services: Services) -> None:
@@ -64,7 +64,9 @@ class QueueDepths:
         self._read_at = now
         topology = self.services.topology
         try:
-            depths = await self.services.queue_depths((*topology.work_queues(), topology.dead))
+            lanes = [name for name, on in ((topology.ledger_queue, topology.ledger),
+                                           (topology.callback_queue, topology.callbacks)) if on]
+            depths = await self.services.queue_depths((*topology.work_queues(), topology.dead, *lanes))
         except Exception:  # noqa: BLE001 - a scrape must answer even when the broker is in trouble
             return self._last
         self._last = {name: depth[0] for name, depth in depths.items() if depth is not None}
