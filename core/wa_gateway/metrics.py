@@ -7,6 +7,7 @@ time from what the caller hands `render`: this module depends on nothing of thei
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -23,6 +24,7 @@ class Metrics:
         self.requests = Counter(
             "wa_http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
         )
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.publish_seconds = Histogram(
             "wa_publish_seconds", "Time to a RabbitMQ publisher confirm", buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -83,6 +85,20 @@ class Metrics:
             "wa_broker_blocked", "1 while RabbitMQ blocks this process's publishes (a resource alarm)",
             registry=r,
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set and kept: `labels()` takes
+        a lock and checks its arguments every time, and the worker and the gateway ask for
+        the same few children once per message or request."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        """wa_http_requests +1, by method, route pattern and status."""
+        self.child(self.requests, method, route, str(status)).inc()
 
     def render(
         self,
