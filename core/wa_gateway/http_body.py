@@ -50,8 +50,11 @@ def _announces_too_much(request: web.Request) -> bool:
 
 async def _read_body(request: web.Request) -> bytes:
     """The raw body, read within BODY_TIMEOUT: a client that announces a body and never
-    sends it must not hold a handler for ever."""
+    sends it must not hold a handler for ever. A body that has arrived whole (a small one
+    comes in the same packets as the head) is read without arming the deadline."""
     try:
+        if request.content.is_eof():  # nothing to wait for: the body is all buffered
+            return await request.read()
         async with asyncio.timeout(BODY_TIMEOUT):
             return await request.read()
     except TimeoutError:
@@ -79,12 +82,7 @@ def parse_json_object(text: str) -> dict:
     """Strict JSON: no NaN/Infinity, no number beyond a double, no duplicate keys (a
     proxy that reads the first and we the last would disagree), no lone surrogates."""
     try:
-        body = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
-        )
+        body = _DECODER.decode(text)
     except _OutOfRange as exc:
         raise ApiError(422, "invalid_field", str(exc)) from None
     except ValueError as exc:
@@ -123,6 +121,12 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
         raise ValueError(f"the key {duplicate!r} appears twice")
     return body
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+)
+"""Built once: json.loads with hooks builds a decoder and its scanner on every call."""
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:

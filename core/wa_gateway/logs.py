@@ -123,6 +123,12 @@ class MalformedRequests(logging.Filter):
         return True
 
 
+_NOTIFICATION_ID = structlog.contextvars.bind_contextvars(notification_id=...)["notification_id"].var
+"""structlog's own context variable for `notification_id` (created by that call; `...` is
+its "unset", which merge_contextvars skips), set directly: it is set for every request
+and every message."""
+
+
 def bind_notification(notification_id: str) -> None:
     """Every log line of the current task from here on carries this id."""
-    structlog.contextvars.bind_contextvars(notification_id=notification_id)
+    _NOTIFICATION_ID.set(notification_id)
