@@ -12,11 +12,8 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -28,24 +25,11 @@ from wa_gateway.ledger.engine import create_engine
 from wa_gateway.ledger.models import Base
 from wa_gateway.ledger.schema import SchemaMismatch, current_revision, head, open_ledger, upgrade
 
-ADMIN_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-"""A role that may create databases, and a database to connect to while doing it."""
-
 
 @pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    name = f"wa_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+def database_url(postgres_url: str) -> str:
+    """This test's own database (conftest's postgres_url), without schema."""
+    return postgres_url
 
 
 def wa_gateway(cwd: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
