@@ -16,10 +16,11 @@ one ConfigError line naming the variable.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .provider import ProviderConfig
@@ -62,6 +63,26 @@ class Channel:
         if self.send_rate or inherited:
             return (self.send_rate or inherited or declared), "WA_SEND_RATE"
         return declared, "the provider's"
+
+
+def describe_pace(rate: float, source: str) -> str:
+    """A channel's pace as `channels` and the console show it."""
+    if math.isinf(rate):
+        return f"unlimited ({source})"
+    return f"{rate:g} message{'' if rate == 1 else 's'} a second ({source})"
+
+
+def shown_url(url: str | None) -> str:
+    """A provider's URL without user, password, query or fragment (where a credential
+    could hide), as `channels` and the console show it."""
+    if not url:
+        return "the provider's own"
+    try:
+        parts = urlsplit(url)
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "(not shown: not a URL)"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from ..channels import Channel
+from ..channels import Channel, describe_pace, shown_url
 from ..compose import InvalidNotification, choose_channel
 from ..hookspecs import hookimpl
 from ..services import Services
@@ -81,24 +79,11 @@ def alias_routes(services: Services) -> Routes:
 
 def _rate(services: Services, sender: Channel) -> str:
     """The pace the worker sends at, and which setting decided it."""
-    rate, source = sender.pace(
+    return describe_pace(*sender.pace(
         services.settings.wa_send_rate,
         services.channel_capabilities[sender.name].send_rate,
         legacy=services.channels.legacy,
-    )
-    if math.isinf(rate):
-        return f"unlimited ({source})"
-    return f"{rate:g} message{'' if rate == 1 else 's'} a second ({source})"
-
-
-def _url(url: str | None) -> str:
-    """The URL without user, password or query (where a credential could hide)."""
-    if not url:
-        return "the provider's own"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    ))
 
 
 def _own_settings(services: Services, sender: Channel) -> list[str]:
@@ -166,7 +151,7 @@ def channels_table(services: Services, report: BreakerReport, *, now: float | No
                 lines.append(f"  events:       {', '.join(events)} (their `channel`; a pinned alias still goes to its pin)")
         key = "set" if sender.config.api_key else "not set"
         lines.append(f"  api key:      {key} ({sender.config.api_key_variable})")
-        lines.append(f"  api url:      {_url(sender.config.api_url)}")
+        lines.append(f"  api url:      {shown_url(sender.config.api_url)}")
         own = _own_settings(services, sender)
         if own:
             lines.append(f"  own settings: {', '.join(own)} (set; values not shown)")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from ..broker import CONNECTION_ERRORS, BrokerUnavailable
+from ..channels import describe_pace, shown_url
 from ..commands import dlq
 from ..errors import UserError
 from ..ledger.engine import DATABASE_ERRORS, first_line
@@ -396,7 +396,7 @@ async def channels(request: web.Request) -> web.StreamResponse:
             queue=services.topology.work_queue(name) if sender.queue else None,
             pacing=_pacing(services, name),
             api_key=f"{'set' if sender.config.api_key else 'not set'} ({sender.config.api_key_variable})",
-            api_url=_safe_url(sender.config.api_url),
+            api_url=shown_url(sender.config.api_url),
             breaker_state=states[name].state, breaker_detail=states[name].detail,
             last_error=None if error is None else {
                 "at": error.at, "status": error.status,
@@ -408,25 +408,10 @@ async def channels(request: web.Request) -> web.StreamResponse:
 
 def _pacing(services: Services, name: str) -> str:
     sender = services.channels.channel(name)
-    rate, source = sender.pace(
+    return describe_pace(*sender.pace(
         services.settings.wa_send_rate, services.channel_capabilities[name].send_rate,
         legacy=services.channels.legacy,
-    )
-    if math.isinf(rate):
-        return f"unlimited ({source})"
-    return f"{rate:g} message{'' if rate == 1 else 's'} a second ({source})"
-
-
-def _safe_url(url: str | None) -> str:
-    """A URL without user, password, query or fragment (where a credential could hide)."""
-    if not url:
-        return "the provider's own"
-    try:
-        parts = urlsplit(url)
-        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return "(not shown: not a URL)"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    ))
 
 
 def _url(request: web.Request, name: str, **parts: str) -> str:
