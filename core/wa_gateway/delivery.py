@@ -212,7 +212,8 @@ class Delivery:
             route.breaker.record_failure()
             raise
         finally:
-            self.metrics.provider_seconds.labels(route.channel, route.name, outcome).observe(
+            metrics = self.metrics
+            metrics.child(metrics.provider_seconds, route.channel, route.name, outcome).observe(
                 time.perf_counter() - started
             )
         route.breaker.record_success()

@@ -10,6 +10,7 @@ import functools
 import json
 import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -86,25 +87,28 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class _Progress:
-    """How far one request got, as aiohttp's tracing reports it."""
+    """How far one request got: `sent` once it started going out."""
 
     sent = False
 
 
-async def _mark_sent(
-    session: aiohttp.ClientSession,
-    context: Any,
-    params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
-    if isinstance(context.trace_request_ctx, _Progress):
-        context.trace_request_ctx.sent = True
+_PROGRESS: ContextVar[_Progress | None] = ContextVar("wa_gateway_http_progress", default=None)
+"""The progress of the request the current task is making (`HttpProvider.request`)."""
 
 
-def _sent_trace() -> aiohttp.TraceConfig:
-    """Tells `request` whether the request was written before a timeout struck."""
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(_mark_sent)
-    return trace
+class _TrackedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, marking its `_Progress` sent as it starts writing, at the point
+    where aiohttp's tracing reports the headers sent (nothing is awaited in between).
+
+    Tracing (`on_request_headers_sent`) told the same, but a session with any trace
+    config runs every tracing hook of every request: about 30 µs a request, 7 % of the
+    worker's CPU per message over HTTP."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        progress = _PROGRESS.get()
+        if progress is not None:
+            progress.sent = True
+        return await super().send(conn)
 
 
 class HttpProvider(Provider):
@@ -138,7 +142,7 @@ class HttpProvider(Provider):
             self._session = aiohttp.ClientSession(
                 timeout=timeout,
                 headers={"User-Agent": self.user_agent},
-                trace_configs=[_sent_trace()],
+                request_class=_TrackedRequest,
                 # UTF-8 JSON, not \u escapes: the text reaches the provider byte for byte.
                 json_serialize=functools.partial(json.dumps, ensure_ascii=False),
             )
@@ -227,10 +231,9 @@ class HttpProvider(Provider):
         accepted the message and be slow to say so. A timeout before (connecting) is not.
         """
         progress = _Progress()
+        token = _PROGRESS.set(progress)
         try:
-            async with self.session.request(
-                method, url, trace_request_ctx=progress, **kwargs
-            ) as response:
+            async with self.session.request(method, url, **kwargs) as response:
                 text = await response.text(encoding="utf-8", errors="replace")
                 return HttpAnswer(response.status, dict(response.headers), text)
         except TimeoutError as exc:
@@ -243,6 +246,8 @@ class HttpProvider(Provider):
             raise TransientError(f"{self.name}: could not send within the timeout") from exc
         except aiohttp.ClientError as exc:
             raise TransientError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
+        finally:
+            _PROGRESS.reset(token)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -83,6 +83,16 @@ class Outcomes:
         """Record `sent` before the ack, so a redelivered copy is recognised. `template`:
         it went out as that template (the text was refused outside the 24-hour window)."""
         attempts = attempts_of(message) + 1
+        at = now()
+        change = None
+        if self.status.takes_changes:  # built only for the ledger
+            change = change_of(
+                notification, "sent", attempt=attempts, generation=generation_of(message),
+                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
+                message=None if template is None else (
+                    f"sent as template {template}: the text was refused outside the 24-hour window"
+                ),
+            )
         await self.status.record(
             DeliveryStatus(
                 id=notification.id,
@@ -90,22 +100,16 @@ class Outcomes:
                 attempts=attempts,
                 provider=receipt.provider,
                 provider_message_id=receipt.provider_message_id,
-                sent_at=now(),
-                updated_at=now(),
+                sent_at=at,
+                updated_at=at,
             ),
-            change_of(
-                notification, "sent", attempt=attempts, generation=generation_of(message),
-                provider=receipt.provider, provider_message_id=receipt.provider_message_id,
-                message=None if template is None else (
-                    f"sent as template {template}: the text was refused outside the 24-hour window"
-                ),
-            ),
+            change,
         )
         if notification.use_template:  # the template after a late refusal: its own "sent"
             await self.status.record(DeliveryStatus(id=sent_key(notification), status="sent", updated_at=now()))
         await message.ack()
         log.debug("sent via %s (provider id %s)", receipt.provider, receipt.provider_message_id)
-        self.metrics.sent.labels(notification.channel, receipt.provider).inc()
+        self.metrics.child(self.metrics.sent, notification.channel, receipt.provider).inc()
         self.observers.notify("message_delivered", message=notification, receipt=receipt)
 
     async def failed(

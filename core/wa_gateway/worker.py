@@ -22,6 +22,7 @@ from .callback_sender import CallbackSender
 from .channels import DEFAULT, LEGACY_FALLBACK
 from .consumer import Consumer
 from .delivery import Delivery, Failed, NoRouteNow, Route, Sent, Unservable
+from .http_server import settle_gc
 from .ledger_feed import LedgerFeed
 from .ledger_writer import LedgerWriter
 from .logs import bind_notification
@@ -104,6 +105,7 @@ class Worker:
 
     async def start(self) -> None:
         """Wait for RabbitMQ, then consume every channel. Returns once all are registered."""
+        settle_gc()  # before any message is held: the collection it starts stops the loop
         await asyncio.gather(*(consumer.start() for consumer in self.consumers.values()))
         if self.ledger is not None:
             await self.ledger.start()
