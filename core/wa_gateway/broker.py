@@ -3,12 +3,20 @@
 The reliability chain is: publisher confirms (publisher.py) -> durable quorum queues
 (topology.py) -> manual ack after the work is done (the worker). This module keeps
 the connection, says whether RabbitMQ blocks it (alarms), and closes it in bounded time.
+
+AMQP_URL may list several nodes of one cluster (`amqp_urls`): a process connects to the
+first that answers and, when its node goes away, to the next one (`RotatingConnection`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -16,6 +24,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractRobustConnection,
 )
+from yarl import URL
 
 from .topology import Topology, TopologyMismatch, declare_topology, unbind_unused_ledger
 
@@ -34,6 +43,98 @@ CONNECTION_ERRORS = (
 )
 
 
+def amqp_urls(value: str) -> list[str]:
+    """The nodes AMQP_URL lists, in order, each as one full URL.
+
+    Two forms, which may be mixed:
+
+    - full URLs separated by commas:
+      `amqp://guest:guest@h1:5672/,amqp://guest:guest@h2:5673/`
+    - the short form, one URL with several `host:port` separated by commas; the user,
+      password, vhost and query are shared: `amqp://guest:guest@h1:5672,h2:5673,h3/vhost`
+
+    A comma inside a password is written `%2C`. Raises ValueError with one line naming
+    the bad node (without its password).
+    """
+    if not value.strip():
+        raise ValueError("expected amqp://user:password@host:port/vhost")
+    pieces = [piece.strip() for piece in value.split(",")]
+    groups: list[list[str]] = []
+    for number, piece in enumerate(pieces, 1):
+        if not piece:
+            raise ValueError(f"entry {number} of {len(pieces)} is empty (a stray comma?)")
+        if "://" in piece or not groups:
+            groups.append([piece])
+        else:
+            groups[-1].append(piece)
+    urls: list[str] = []
+    for group in groups:
+        urls += _short_form(group) if len(group) > 1 else group
+    for number, url in enumerate(urls, 1):
+        problem = _url_problem(url)
+        if problem:
+            where = f"node {number} of {len(urls)} ({_shown(url)})" if len(urls) > 1 else _shown(url)
+            raise ValueError(f"{where}: {problem}" if len(urls) > 1 else problem)
+    return urls
+
+
+def _short_form(group: list[str]) -> list[str]:
+    """`amqp://u:p@h1:5672`, `h2:5673`, `h3/vhost` -> three full URLs sharing u:p and /vhost."""
+    first, *hosts = group
+    head = urlsplit(first)
+    if head.path or head.query or head.fragment:
+        raise ValueError(
+            f"{_shown(first)}: with several hosts in one URL, only the last host may be "
+            "followed by /vhost (amqp://user:password@h1:5672,h2:5672/vhost)"
+        )
+    userinfo, _, first_host = head.netloc.rpartition("@")
+    last = hosts[-1]
+    cut = min((i for i in (last.find("/"), last.find("?")) if i >= 0), default=len(last))
+    hosts[-1], tail = last[:cut], last[cut:]
+    prefix = f"{head.scheme}://" + (f"{userinfo}@" if userinfo else "")
+    return [f"{prefix}{host}{tail}" for host in (first_host, *hosts)]
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with one node's URL, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        return "expected amqp://user:password@host:port/vhost"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        return "the port is not a number"
+    return None
+
+
+def _shown(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def shown_amqp_url(value: str) -> str:
+    """AMQP_URL for messages: every node's password replaced by ***."""
+    try:
+        return ",".join(_shown(url) for url in amqp_urls(value))
+    except ValueError:
+        return "(an invalid AMQP_URL)"
+
+
+def node_name(url: str | URL) -> str:
+    """host:port of a node, for logs."""
+    parts = urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 5671 if parts.scheme == "amqps" else 5672
+    return f"{parts.hostname}:{port or default}"
+
+
 class BrokerUnavailable(Exception):
     """RabbitMQ did not take the message: nothing was queued; the caller should try later."""
 
@@ -47,6 +148,124 @@ class PublishUncertain(BrokerUnavailable):
 class BrokerRefused(Exception):
     """RabbitMQ refused the credentials or the vhost in AMQP_URL: retrying will not help
     until the operator fixes them."""
+
+
+_ON_CONFIRM_FRAME = "_on_confirm_frame"
+"""aiormq's channel method that every publisher confirm (ack or nack) goes through;
+tests/unit/test_amqp_urls.py catches an aiormq that renames it."""
+
+
+class _Channel(aio_pika.RobustChannel):
+    """A channel that gives way to a fresh one after RabbitMQ refuses a publish (nack).
+
+    RabbitMQ 3.10's quorum-queue client in the channel (rabbit_fifo_client) registers
+    the channel as a publisher on its first publish to a queue, asking the node it
+    believes leads it. If that node is down (the first publish came within the
+    second or so a failover takes to elect a new leader), the channel refuses that
+    publish and keeps refusing every later one to that queue for its whole life.
+    A fresh channel asks again, by then the new leader. So after a nack (seen on the
+    confirm frames) this channel closes itself, at most four times a second, and the
+    Publisher opens a new one for the next publish. The nacked publish was answered
+    503; publishes still waiting on this channel become PublishUncertain (503): never
+    a 202 without a confirm.
+    """
+
+    FRESH_FOR = 0.25
+    """Seconds after opening during which a nack does not close the channel: a queue
+    that really refuses (a length limit with reject-publish) costs at most four new
+    channels a second."""
+    _warned_at = -3600.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opened_at = time.monotonic()
+        self._closing: asyncio.Task[None] | None = None
+
+    async def _on_open(self) -> None:
+        await super()._on_open()
+        self._opened_at = time.monotonic()
+        if self.publisher_confirms:
+            # The publisher may publish through aio-pika's Exchange or straight on the
+            # aiormq channel; either way the confirm frames pass through this method.
+            underlay = await self.get_underlay_channel()
+            on_confirm = getattr(underlay, _ON_CONFIRM_FRAME)
+
+            async def watch_confirm(frame: Any) -> None:
+                if isinstance(frame, aiormq.spec.Basic.Nack):
+                    self.nacked()
+                await on_confirm(frame)
+
+            setattr(underlay, _ON_CONFIRM_FRAME, watch_confirm)
+
+    def nacked(self) -> None:
+        now = time.monotonic()
+        if self._closing is not None or self.is_closed or now - self._opened_at < self.FRESH_FOR:
+            return
+        if now - _Channel._warned_at > 60:
+            _Channel._warned_at = now
+            log.warning("RabbitMQ refused a publish (nack); publishing on a new channel from now on "
+                        "(after a quorum queue's leader moved, an old channel may refuse every publish)")
+        self._closing = asyncio.ensure_future(self._close_quietly())
+
+    async def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.close(), 5)
+
+
+_CONNECT_TRANSPORT = "_RobustConnection__connect_transport"
+"""aio-pika's one step that opens a transport to `self.url`, at start and at every
+reconnection attempt (aio-pika 10.2): `RotatingConnection` points `url` at the next
+node before it. tests/unit/test_amqp_urls.py catches an aio-pika without it."""
+_EVERY_ATTEMPT = _CONNECT_TRANSPORT in vars(aio_pika.RobustConnection)
+"""Without that step (older aio-pika) the connection moves to the next node only when
+its node goes away, not after each failed attempt."""
+
+
+class RotatingConnection(aio_pika.RobustConnection):
+    """aio-pika's robust connection, over the nodes of a cluster.
+
+    aio-pika reconnects to the one URL it was given, and restores the channels, their
+    prefetch and their consumers on the new connection. This connection starts at one
+    node and moves to the next in the list (round robin) at every attempt after the
+    first: when its node goes away it reconnects to another one; a node that refuses
+    costs one `reconnect_interval`, one that does not answer the connect timeout too.
+    With one node it is aio-pika's own.
+
+    Nothing in flight crosses the switch: a publish waiting for its confirm fails with
+    the old channel (PublishUncertain: 503), and RabbitMQ gives the old connection's
+    unacked deliveries to another consumer (a duplicate at worst, never a loss).
+    """
+
+    CHANNEL_CLASS = _Channel
+
+    def __init__(self, nodes: Sequence[str], first: int, **kwargs: Any) -> None:
+        self.nodes = [URL(node) for node in nodes]
+        self.node = first
+        self._attempts = 0
+        super().__init__(self.nodes[first], **kwargs)
+
+    def _next_node(self) -> None:
+        if len(self.nodes) > 1:
+            self.node = (self.node + 1) % len(self.nodes)
+            self.url = self.nodes[self.node]
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        """Every attempt after the first goes to the next node."""
+        if self._attempts:
+            self._next_node()
+        self._attempts += 1
+        await getattr(super(), _CONNECT_TRANSPORT)()
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not _EVERY_ATTEMPT and not self._close_called:
+            self._next_node()  # an aio-pika without that step: move on when the node goes away
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        if self.connection_attempt > 1 and len(self.nodes) > 1:
+            log.warning("RabbitMQ: reconnected to node %s (%d of %d in AMQP_URL)",
+                        node_name(self.url), self.node + 1, len(self.nodes))
 
 
 class Broker:
@@ -66,10 +285,12 @@ class Broker:
         alarm_probe_interval: float = 1.0,
     ) -> None:
         self.url = url
+        self.urls = amqp_urls(url)
+        """The nodes AMQP_URL lists: the first that answers is used, then the next ones."""
         self.topology = topology
         self.reconnect_interval = reconnect_interval
         self.name = name
-        self.connection: AbstractRobustConnection | None = None
+        self.connection: RotatingConnection | None = None
         self.failure: Exception | None = None
         self._first_connect = asyncio.Event()
         self._refused = asyncio.Event()
@@ -128,16 +349,49 @@ class Broker:
         if isinstance(self.failure, (TopologyMismatch, BrokerRefused)) and not self.connected:
             raise self.failure
 
+    @property
+    def node(self) -> str | None:
+        """host:port of the node this process is connected to (or reconnecting from)."""
+        connection = self.connection
+        return node_name(connection.url) if connection is not None else None
+
+    async def _open(self, first: int) -> RotatingConnection:
+        connection = RotatingConnection(
+            self.urls,
+            first,
+            reconnect_interval=self.reconnect_interval,
+            client_properties={"connection_name": self.name},
+        )
+        try:
+            await connection.connect(timeout=5)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
+
+    async def _open_first_that_answers(self) -> RotatingConnection:
+        """A connection to the first node in AMQP_URL that answers; the last node's error
+        if none does, or the refusal of one that refused the credentials or the vhost."""
+        refusal: Exception | None = None
+        for index in range(len(self.urls)):
+            try:
+                return await self._open(index)
+            except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError) as exc:
+                refusal = exc
+            except CONNECTION_ERRORS as exc:
+                if "NOT_ALLOWED" in str(exc):
+                    refusal = exc
+                if index == len(self.urls) - 1:
+                    raise refusal or exc from None
+        assert refusal is not None
+        raise refusal
+
     async def _connect_forever(self) -> None:
         delay = self.reconnect_interval
         while True:
             try:
-                connection = await aio_pika.connect_robust(
-                    self.url,
-                    timeout=5,
-                    reconnect_interval=self.reconnect_interval,
-                    client_properties={"connection_name": self.name},
-                )
+                connection = await self._open_first_that_answers()
             except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError) as exc:
                 if not isinstance(self.failure, BrokerRefused):
                     log.warning("RabbitMQ refused the user name or password in AMQP_URL (%s); "
@@ -153,7 +407,8 @@ class Broker:
                     self.failure = BrokerRefused(f"RabbitMQ refused access to the vhost in AMQP_URL ({exc})")
                     self._refused.set()
                 elif self.failure is None:
-                    log.warning("RabbitMQ is not reachable (%s); retrying every few seconds", exc)
+                    where = f" at any of the {len(self.urls)} nodes in AMQP_URL" if len(self.urls) > 1 else ""
+                    log.warning("RabbitMQ is not reachable%s (%s); retrying every few seconds", where, exc)
                 if not isinstance(self.failure, BrokerRefused):
                     self.failure = exc
                 await asyncio.sleep(delay)
@@ -170,9 +425,23 @@ class Broker:
                 await connection.close()
                 self._first_connect.set()
                 return
+            except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+                # the node went away (or its queues are electing a leader) while declaring
+                log.warning("RabbitMQ: declaring the queues failed (%s: %s); trying again",
+                            type(exc).__name__, exc)
+                self.failure = exc
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 5)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
             self.connection = connection
             self.failure = None
-            log.info("connected to RabbitMQ")
+            if len(self.urls) > 1:
+                log.info("connected to RabbitMQ at node %s (%d of %d in AMQP_URL)",
+                         node_name(connection.url), connection.node + 1, len(self.urls))
+            else:
+                log.info("connected to RabbitMQ")
             self._first_connect.set()
             if self.alarm_probe_interval > 0:
                 self._probe = asyncio.create_task(self._probe_alarms(), name="broker-alarm-probe")

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .broker import amqp_urls
 from .errors import ConfigError  # raised here; `from wa_gateway.settings import ConfigError` works
 from .ledger.urls import DEFAULT_DATABASE_URL, async_database_url
 from .provider import ProviderConfig
@@ -207,14 +208,11 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ValueError("expected amqp://user:password@host:port/vhost")
-        try:
-            parts.port  # noqa: B018 - raises on a non-numeric port
-        except ValueError:
-            raise ValueError("the port is not a number") from None
-        return value
+        """One node, or several of one cluster separated by commas (broker.amqp_urls):
+        one line naming the bad node. The short form (`amqp://u:p@h1,h2/v`) is kept as
+        full URLs, one per node, which every reader of AMQP_URL can split on commas."""
+        urls = amqp_urls(value)
+        return ",".join(urls) if len(urls) > 1 else value
 
     @field_validator("wa_api_url", "wa_fallback_api_url", "redis_url")
     @classmethod
