@@ -312,8 +312,8 @@ def _secrets(settings: Settings) -> list[str]:
         if secret is not None:
             values.append(secret.get_secret_value())
     values += [v for k, v in settings.raw_env.items() if k.endswith(("_KEY", "_TOKEN", "_SECRET")) and v]
-    for url in (settings.amqp_url, settings.redis_url or ""):
-        password = urlsplit(url).password
+    for url in (*settings.amqp_url.split(","), settings.redis_url or ""):  # every node's
+        password = urlsplit(url.strip()).password
         if password:
             values.append(password)
     return values

@@ -125,3 +125,13 @@ def test_aiormq_still_has_the_method_every_confirm_goes_through() -> None:
     from wa_gateway.broker import _ON_CONFIRM_FRAME
 
     assert _ON_CONFIRM_FRAME in vars(aiormq.Channel)
+
+
+def test_every_nodes_password_is_a_secret_the_logs_mask() -> None:
+    from wa_gateway.cli import _secrets
+    from wa_gateway.settings import load_settings
+
+    settings = load_settings(None, amqp_url="amqp://a:first-password@h1:5672/,amqp://b:second-password@h2:5673/")
+    assert {"first-password", "second-password"} <= set(_secrets(settings))
+    short = load_settings(None, amqp_url="amqp://a:shared-password@h1:5672,h2:5673/vhost")
+    assert "shared-password" in _secrets(short)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
-from ..broker import CONNECTION_ERRORS, BrokerRefused, BrokerUnavailable
+from ..broker import CONNECTION_ERRORS, BrokerRefused, BrokerUnavailable, shown_amqp_url
 from ..errors import UserError
 from ..plugins import UnknownProvider
 from ..services import Services
@@ -43,7 +42,7 @@ async def connected_or_fail(
     the body; a broker or store that fails, before or during the body, is a UserError of
     one line."""
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
-    url = safe_url(services.settings.amqp_url)
+    url = shown_amqp_url(services.settings.amqp_url)
     async with services.opened():
         try:
             await services.broker.wait_connected(timeout, give_up_if_refused=True)
@@ -63,15 +62,6 @@ async def connected_or_fail(
             raise UserError(f"RabbitMQ at {url}: {_first_line(exc)}") from None
         except CONNECTION_ERRORS as exc:
             raise UserError(f"lost the connection to RabbitMQ at {url} ({_first_line(exc)})") from None
-
-
-def safe_url(url: str) -> str:
-    """The AMQP URL without its password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
 
 
 def _first_line(exc: BaseException) -> str:
