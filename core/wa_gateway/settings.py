@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     wa_metrics_port: int = Field(0, ge=0, le=65535)
     """Port where a worker-only process serves /metrics and probes; 0 = none."""
     wa_allow_raw_targets: bool = False
-    wa_worker_prefetch: int = Field(64, ge=1, le=65535)
     wa_allow_http_media: bool = False
     """Let `media.url` be http:// (tests, a local file server); https:// only otherwise."""
+    wa_worker_prefetch: int = Field(64, ge=1, le=65535)
     wa_retry_delays: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0]
     )
