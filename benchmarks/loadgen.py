@@ -96,16 +96,22 @@ async def closed_loop(
         loop.call_at(begin, lambda: marks.setdefault("begin", cpu()))
         loop.call_at(end, lambda: marks.setdefault("end", cpu()))
 
+    took: list[float] = []
+
     async def worker() -> None:
         while loop.time() < end:
+            started = loop.time()
             try:
                 outcome = await call()
             except Exception as exc:  # noqa: BLE001 - a failed call is an outcome to report
                 outcome = type(exc).__name__
-            if begin <= loop.time() < end:
+            now = loop.time()
+            if begin <= now < end:
                 result.outcomes[outcome] += 1
+                took.append((now - started) * 1000)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.latencies_ms = {"p50": percentile(took, 50), "p99": percentile(took, 99)}
     if cpu is not None:
         spent = marks.setdefault("end", cpu()) - marks["begin"]
         result.extra |= cpu_figures(spent, result.outcomes.total(), seconds)

@@ -80,6 +80,38 @@ def cpu_seconds_of(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid`'s children, their children and so on (from /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # gone meanwhile
+            continue
+        for child in map(int, children):
+            found += [child, *descendants(child)]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and of every descendant alive now (`serve --processes N`: the
+    parent and its N children)."""
+    total = 0.0
+    for member in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds_of(member)
+    return total
+
+
+def rss_mb_of(pid: int) -> float:
+    """Resident set size of `pid` from /proc, in MiB: what the kernel charges it now."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS in /proc/{pid}/status")
+
+
 def local_broker_pid() -> int | None:
     """The RabbitMQ node's Erlang VM (beam.smp) on this machine, if there is exactly one
     and we may read it: its CPU says how much of a rate went to the broker."""
@@ -169,15 +201,15 @@ class GatewayProcess:
 
     def rss_mb(self) -> float:
         """Resident set size from /proc, in MiB: what the kernel charges the process now."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise BenchError(f"{self.name}: no VmRSS in /proc/{self.pid}/status")
+        return rss_mb_of(self.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far, from /proc/<pid>/stat (clock-tick resolution)."""
         return cpu_seconds_of(self.pid)
+
+    def tree_cpu_seconds(self) -> float:
+        """The same for the process and its children (`serve --processes N`)."""
+        return tree_cpu_seconds(self.pid)
 
     async def wait_ready(self, base_url: str, timeout: float = 30.0) -> None:
         """Poll /readyz until it answers 200: only then is the broker connection up."""

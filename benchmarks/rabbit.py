@@ -31,6 +31,9 @@ RETRY_DELAYS = (5.0,)
 """One retry tier: the benchmarks never retry, and fewer queues are less to clean up."""
 GROUP_ID = "120363195657916590@g.us"
 ALIAS = "logistic"
+PERSON = "budi"
+"""A person alias (WA_CONTACT_BUDI_NUMBER): Meta sends to people only."""
+PHONE = "+6281234567890"
 TEXT = "🆕 *REQUEST BARU*\nID: 42\nOleh: Budi"
 
 
@@ -58,8 +61,16 @@ def sample_notification() -> Notification:
     )
 
 
-def bench_topology(prefix: str) -> Topology:
-    return Topology(retry_delays=RETRY_DELAYS, prefix=prefix)
+def person_notification() -> Notification:
+    """The message the gateway would queue for {"to": "budi", "text": TEXT}: a phone
+    number, which the Meta plugin can send to (groups it cannot)."""
+    return Notification(
+        id=str(uuid.uuid4()), to=PERSON, target=Target(kind="phone", address=PHONE), text=TEXT
+    )
+
+
+def bench_topology(prefix: str, channels: tuple[str, ...] = ("default",)) -> Topology:
+    return Topology(retry_delays=RETRY_DELAYS, prefix=prefix, channels=channels)
 
 
 @contextlib.asynccontextmanager
@@ -116,17 +127,21 @@ async def run_bounded(count: int, concurrency: int, call: Callable[[], Awaitable
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def prefill(url: str, topology: Topology, count: int, concurrency: int = 64) -> None:
-    """Queue `count` notifications through the core Publisher, as the gateway does."""
+async def prefill(
+    url: str,
+    topology: Topology,
+    count: int,
+    concurrency: int = 64,
+    make: Callable[[], Notification] = sample_notification,
+) -> None:
+    """Queue `count` notifications (`make()`) through the core Publisher, as the gateway does."""
     say(f"pre-filling {topology.work} with {count} messages through broker.Publisher")
     broker = Broker(url, topology, name="bench prefill")
     await broker.start()
     publisher = Publisher(broker)
     try:
         await broker.wait_connected(10)
-        await run_bounded(
-            count, concurrency, lambda: publisher.publish_notification(sample_notification())
-        )
+        await run_bounded(count, concurrency, lambda: publisher.publish_notification(make()))
     finally:
         await publisher.close()
         await broker.close()

@@ -14,17 +14,21 @@ from typing import Any
 class Target:
     """A bound on the measured value, or on the ratio measured/baseline when `on_ratio`."""
 
-    op: str  # ">=" or "<="
+    op: str  # ">=", "<=", or "±" (the ratio within 1 ± bound: a pace kept)
     bound: float
     on_ratio: bool = False
 
     def met(self, measured: float, ratio: float | None) -> bool:
-        value = ratio if self.on_ratio else measured
+        value = ratio if self.on_ratio or self.op == "±" else measured
         if value is None or math.isnan(value):
             return False
+        if self.op == "±":
+            return abs(value - 1) <= self.bound
         return {">=": operator.ge, "<=": operator.le}[self.op](value, self.bound)
 
     def describe(self, unit: str) -> str:
+        if self.op == "±":
+            return f"ratio 1 ± {self.bound:g}"
         subject = "ratio " if self.on_ratio else ""
         suffix = "" if self.on_ratio else f" {unit}"
         return f"{subject}{self.op} {self.bound:g}{suffix}"
