@@ -10,20 +10,15 @@ never dropped for an outage.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from .broker import BrokerUnavailable, PublishUncertain
 from .ledger.changes import LEDGER_CHANGE_TYPE, NotificationFacts, StatusChange, change_key
 from .models import Notification
-from .publisher import Publisher
+from .publisher import Publisher, UntilTaken
 from .topology import Topology
 
 log = logging.getLogger(__name__)
 
-RETRY_FIRST = 0.5
-RETRY_MAX = 10.0
-"""Seconds between tries of a change RabbitMQ did not take, doubling up to this."""
 KIND_HEADER = "x-kind"
 
 
@@ -64,7 +59,7 @@ class LedgerFeed:
     def __init__(self, publisher: Publisher, topology: Topology) -> None:
         self.publisher = publisher
         self.topology = topology
-        self._stuck = False
+        self._until_taken = UntilTaken("status changes for the ledger")
 
     @property
     def enabled(self) -> bool:
@@ -74,21 +69,7 @@ class LedgerFeed:
         """Return once RabbitMQ confirmed the change; try again while it cannot take it."""
         if not self.enabled:
             return
-        wait = RETRY_FIRST
-        while True:
-            try:
-                await self.try_publish(change)
-                break
-            except (BrokerUnavailable, PublishUncertain) as exc:
-                if not self._stuck:
-                    self._stuck = True
-                    log.warning("RabbitMQ does not take status changes for the ledger (%s); "
-                                "they are tried again every %g-%g s", exc, RETRY_FIRST, RETRY_MAX)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
-        if self._stuck:
-            self._stuck = False
-            log.warning("RabbitMQ takes status changes for the ledger again")
+        await self._until_taken.run(lambda: self.try_publish(change))
 
     async def try_publish(self, change: StatusChange) -> None:
         """One confirmed publish: BrokerUnavailable or PublishUncertain when it failed."""

@@ -8,7 +8,6 @@ nack would count as a delivery and, repeated, dead-letter it at the delivery lim
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,16 +22,13 @@ from .metrics import Metrics
 from .models import DeliveryStatus, Notification
 from .observers import Observers
 from .provider import Receipt
-from .publisher import REPLAYED_AT, Publisher, header_int
+from .publisher import REPLAYED_AT, Publisher, UntilTaken, header_int
 from .resilience import Failure, pick_retry_tier
 from .status_recorder import StatusRecorder
 from .topology import Topology
 
 log = logging.getLogger(__name__)
 
-MOVE_RETRY_FIRST = 0.5
-MOVE_RETRY_MAX = 10.0
-"""Seconds between tries of a move RabbitMQ did not take, doubling up to this."""
 
 
 def now() -> datetime:
@@ -228,7 +224,7 @@ class Mover:
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
-        self._moves_stuck = False
+        self._until_taken = UntilTaken("moved messages")
 
     async def move(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], *, exchange: str, routing_key: str
@@ -239,31 +235,22 @@ class Mover:
         the move is tried again; False only when the original's channel is gone,
         and RabbitMQ has then given it back to the queue itself.
         """
-        wait = MOVE_RETRY_FIRST
-        while True:
-            try:
-                await self.publisher.publish(
-                    message.body,
-                    message_id=message.message_id or "",
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    headers=headers,
-                )
-                break
-            except BrokerUnavailable as exc:
-                if _channel_gone(message):
-                    log.warning("could not move %s (%s); RabbitMQ gives it back to the queue",
-                                message.message_id, exc)
-                    return False
-                if not self._moves_stuck:
-                    self._moves_stuck = True
-                    log.warning("RabbitMQ does not take moved messages (%s); they stay held and are "
-                                "tried again every %g-%g s", exc, MOVE_RETRY_FIRST, MOVE_RETRY_MAX)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, MOVE_RETRY_MAX)
-        if self._moves_stuck:
-            self._moves_stuck = False
-            log.warning("RabbitMQ takes moved messages again")
+        def channel_gone(exc: BrokerUnavailable) -> bool:
+            if _channel_gone(message):
+                log.warning("could not move %s (%s); RabbitMQ gives it back to the queue",
+                            message.message_id, exc)
+                return True
+            return False
+
+        taken = await self._until_taken.run(
+            lambda: self.publisher.publish(
+                message.body, message_id=message.message_id or "", exchange=exchange,
+                routing_key=routing_key, headers=headers,
+            ),
+            give_up=channel_gone,
+        )
+        if not taken:
+            return False
         await message.ack()
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import aio_pika
@@ -140,6 +140,10 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._lock = asyncio.Lock()
 
+    def _reaches_several_queues(self, exchange: str) -> bool:
+        topology = self.broker.topology
+        return exchange == topology.work and topology.ledger
+
     async def _underlay(self) -> aiormq.Channel:
         """The aiormq channel under the publishing channel, opened once and reused."""
         channel = self._channel
@@ -189,6 +193,10 @@ class Publisher:
                 f"RabbitMQ did not confirm the message within {self.timeout:g} s"
             ) from None
         except aiormq.exceptions.DeliveryError as exc:
+            if isinstance(exc.frame, Basic.Nack) and self._reaches_several_queues(exchange):
+                # a nack says some queue refused it, not that none took it: the work queue
+                # and wa.ledger each take their copy under one confirm
+                raise PublishUncertain(f"RabbitMQ refused the message in one of its queues ({exc})") from None
             raise BrokerUnavailable(f"RabbitMQ refused the message ({exc})") from None
         except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
             # aiormq raises RuntimeError("... closed") when a channel is opened mid-reconnect
@@ -214,3 +222,43 @@ class Publisher:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError):
                 await asyncio.wait_for(channel.close(), timeout)
+
+
+HELD_RETRY_FIRST = 0.5
+HELD_RETRY_MAX = 10.0
+"""Seconds between tries of a publish RabbitMQ did not take, doubling up to this."""
+
+
+class UntilTaken:
+    """Tries a publish again until RabbitMQ takes it, for what must not be dropped (a
+    moved message, a status change): one log line when RabbitMQ stops taking `what`, one
+    when it takes it again, whatever the number of publishes waiting meanwhile."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._stuck = False
+
+    async def run(
+        self,
+        attempt: Callable[[], Awaitable[None]],
+        give_up: Callable[[BrokerUnavailable], bool] = lambda exc: False,
+    ) -> bool:
+        """True once `attempt` succeeded; False when `give_up(error)` says to stop trying."""
+        wait = HELD_RETRY_FIRST
+        while True:
+            try:
+                await attempt()
+                break
+            except BrokerUnavailable as exc:  # PublishUncertain too: a second copy is harmless
+                if give_up(exc):
+                    return False
+                if not self._stuck:
+                    self._stuck = True
+                    log.warning("RabbitMQ does not take %s (%s); they are tried again every %g-%g s",
+                                self.what, exc, HELD_RETRY_FIRST, HELD_RETRY_MAX)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, HELD_RETRY_MAX)
+        if self._stuck:
+            self._stuck = False
+            log.warning("RabbitMQ takes %s again", self.what)
+        return True
