@@ -252,7 +252,7 @@ async def _create_rows(
     insert = (
         _insert(connection, _notifications)
         .on_conflict_do_nothing(index_elements=["id"])
-        .returning(_notifications.c.id, sort_by_parameter_order=True)
+        .returning(_notifications.c.id)
     )
     # in the order of the ids, as _existing locks them: two writers never deadlock
     created = await connection.execute(insert, sorted(rows.values(), key=lambda row: row["id"]))
@@ -302,7 +302,7 @@ async def _record_events(connection: AsyncConnection, rows: list[tuple[StatusCha
     insert = (
         _insert(connection, _events)
         .on_conflict_do_nothing(index_elements=["key"])
-        .returning(_events.c.key, sort_by_parameter_order=True)
+        .returning(_events.c.key)
     )
     return {key for key in (await connection.execute(insert, values)).scalars() if key is not None}
 
