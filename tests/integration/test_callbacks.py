@@ -360,14 +360,16 @@ async def test_a_hanging_receiver_never_slows_sending(
     client, services = await start_gateway(settings)
     await start_worker(services)
     await _send_all(client, services, PREFETCH + 8)
-    # the sender is full: as many callbacks hang as it takes at once, and more wait
-    await wait_for(lambda: len(hanging.connections) == PREFETCH)
+    # the sender is full: its prefetch of jobs taken, and a POST hanging for each notification
+    # among them (a notification's `queued` and `sent` go one after the other, so between
+    # half the prefetch and all of it), and more jobs wait in the queue
+    await wait_for(lambda: len(hanging.connections) >= PREFETCH // 2)
     with_hanging = await _send_all(client, services)
 
     print(f"\n{SENDS} sends: {without:.2f} s with callbacks off, {with_hanging:.2f} s with every "
           f"callback hanging ({len(hanging.connections)} connections held)")
     assert sum(counted(services, o) for o in ("delivered", "retried", "dead", "gone")) == 0  # none done
-    assert len(hanging.connections) == PREFETCH  # the sender holds no more than its prefetch
+    assert PREFETCH // 2 <= len(hanging.connections) <= PREFETCH  # never more than its prefetch
 
 
 BAD_URLS = {
