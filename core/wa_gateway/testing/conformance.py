@@ -53,6 +53,8 @@ from .fake_api import NEVER, Answer, FakeProviderApi, RecordedRequest, closed_po
 from .messages import (
     MEDIA_URLS,
     SAMPLE_CAPTION,
+    SAMPLE_GROUP,
+    SAMPLE_PHONE,
     SAMPLE_TEMPLATE_PARAMS,
     SAMPLE_TEXT,
     group_message,
@@ -203,8 +205,9 @@ class ProviderConformance:
             if argument not in metafunc.fixturenames:
                 continue
             if argument == "window_case" and not cases:
-                skip = pytest.mark.skip(reason=f"{self.provider_name} declares no window codes")
-                metafunc.parametrize(argument, [pytest.param(None, marks=skip)])
+                # no window codes: each window test checks instead that a refusal never
+                # turns into a template send (the first permanent case, or a plain 400)
+                metafunc.parametrize(argument, [None], ids=["no-window-codes"])
             else:
                 metafunc.parametrize(argument, cases, ids=[case.test_id for case in cases])
         if "required_setting" in metafunc.fixturenames:
@@ -285,6 +288,21 @@ class ProviderConformance:
         assert isinstance(outcome, Unservable), f"{what} ({why}) was not refused: {outcome!r}"
         assert outcome.provider == self.provider_name
         assert api.requests == [], f"sent {what} ({why})"
+
+    async def check_no_template_after_a_refusal(self, provider: Provider, api: FakeProviderApi) -> None:
+        """For a provider without window codes: a permanent refusal is the end of it, one
+        request and no template (the worker asks for one only on a window code)."""
+        assert not provider.window_codes
+        refusal = self.permanent_cases[0].answer if self.permanent_cases else Answer(400, {"error": "refused"})
+        api.script(refusal)
+        target = _served_target_kinds(provider.capabilities)[0]
+        message = (phone_message(SAMPLE_PHONE, SAMPLE_TEXT) if target == "phone" else
+                   group_message(SAMPLE_GROUP, SAMPLE_TEXT)).model_copy(
+            update={"event": "new_request", "templates": {self.provider_name: {"name": "new_request"}}}
+        )
+        outcome = await self.deliver(provider, message)
+        assert not isinstance(outcome, Sent), f"a refusal was sent after all: {outcome!r}"
+        assert len(api.requests) == 1, f"expected one request, no template after it: {api.requests}"
 
     def provider_factory(self) -> Any:
         """What the plugin registers (its Provider class), as the gateway finds it."""
@@ -503,8 +521,11 @@ class ProviderConformance:
         self, provider: Provider, api: FakeProviderApi, media_kind: str
     ) -> None:
         capabilities = provider.capabilities
-        if media_kind not in capabilities.media:
-            pytest.skip(f"{self.provider_name} declares no {media_kind}")
+        if media_kind not in capabilities.media:  # a kind it does not send: refused, not tried
+            target = _served_target_kinds(capabilities)[0]
+            message = self.media_message(media_kind, target)
+            await self.expect_refused(provider, api, message, f"it declares no {media_kind}")
+            return
         limit = capabilities.media[media_kind]
         target = _served_target_kinds(capabilities)[0]
         if limit:
@@ -562,7 +583,12 @@ class ProviderConformance:
         self, provider: Provider, api: FakeProviderApi
     ) -> None:
         if not _takes_templates(type(provider)):
-            pytest.skip(f"{self.provider_name} takes no templates")
+            # it takes none: the events file cannot give it one, and no refusal of its
+            # makes the worker ask for one
+            _check_one_line(type(provider).template_refusal({"name": "new_request"}), "a template")
+            assert not provider.window_codes, "window_codes without templates"
+            await self.check_no_template_after_a_refusal(provider, api)
+            return
         message = self.template_message(provider)
         assert isinstance(await provider.send(message), Receipt)
         self.check_requests(api, message, count=1)
@@ -579,6 +605,9 @@ class ProviderConformance:
         config: ProviderConfig,
         window_case: ErrorCase,
     ) -> None:
+        if window_case is None:
+            await self.check_no_template_after_a_refusal(provider, api)
+            return
         error = await self.expect_error(provider, api, config, window_case, PermanentError)
         assert error.provider_code in provider.window_codes
 
@@ -586,6 +615,9 @@ class ProviderConformance:
     async def test_outside_the_window_the_template_goes_out_once(
         self, provider: Provider, api: FakeProviderApi, window_case: ErrorCase
     ) -> None:
+        if window_case is None:
+            await self.check_no_template_after_a_refusal(provider, api)
+            return
         api.script(window_case.answer)  # then `success`
         message = self.template_message(provider, use_template=False)
         outcome = await self.deliver(provider, message)
@@ -601,6 +633,9 @@ class ProviderConformance:
     async def test_outside_the_window_without_a_template_says_what_to_configure(
         self, provider: Provider, api: FakeProviderApi, window_case: ErrorCase
     ) -> None:
+        if window_case is None:
+            await self.check_no_template_after_a_refusal(provider, api)
+            return
         api.script(window_case.answer)
         message = self.template_message(provider, use_template=False).model_copy(
             update={"templates": {}}
