@@ -502,18 +502,23 @@ class Broker:
     async def close(self, timeout: float = 5.0) -> None:
         """Close the connection; a broker that does not answer within `timeout` (stalled,
         or blocked by an alarm) gets its socket closed under it, which makes it give
-        back every unacked message all the same."""
+        back every unacked message all the same. Every wait here is bounded, even on a
+        task that does not end when cancelled (aio-pika reconnecting to nodes that are all
+        gone): the process must be able to exit."""
         for task in (self._task, self._probe):
             if task is not None and not task.done():
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await asyncio.wait({task}, timeout=timeout)
         connection, self.connection = self.connection, None
         if connection is None:
             return
-        try:
-            await asyncio.wait_for(connection.close(), timeout)
-        except (TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError) as exc:
-            log.warning("RabbitMQ did not close the connection in time (%s); dropping it", type(exc).__name__)
+        closing = asyncio.ensure_future(connection.close())
+        done, _ = await asyncio.wait({closing}, timeout=timeout)
+        problem = None if not done or closing.cancelled() else closing.exception()
+        if not done or problem is not None:
+            closing.cancel()
+            why = type(problem).__name__ if problem is not None else "TimeoutError"
+            log.warning("RabbitMQ did not close the connection in time (%s); dropping it", why)
             _abort(connection)
 
 

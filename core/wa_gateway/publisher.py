@@ -220,8 +220,15 @@ class Publisher:
     async def close(self, timeout: float = 2.0) -> None:
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(asyncio.TimeoutError, *CONNECTION_ERRORS, aiormq.exceptions.AMQPError):
-                await asyncio.wait_for(channel.close(), timeout)
+            # asyncio.wait, not wait_for: a close that ignores its cancellation (a robust
+            # channel while its connection reconnects) must not hold the process
+            closing = asyncio.ensure_future(channel.close())
+            done, _ = await asyncio.wait({closing}, timeout=timeout)
+            if not done:
+                closing.cancel()
+            elif not closing.cancelled():
+                with contextlib.suppress(*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError):
+                    closing.result()
 
 
 HELD_RETRY_FIRST = 0.5
