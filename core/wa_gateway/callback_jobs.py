@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .ledger.queries import json_default
+
 CALLBACK_KIND = "callback"
 """`x-kind` of a callback job, in `wa.callbacks` and in `wa.dead`."""
 _ID_NAMESPACE = uuid.UUID("6f1d3c1e-9a55-4b8e-a1f4-2f1bb0a7c2d1")
@@ -45,17 +47,11 @@ class CallbackJob(BaseModel):
         return cls.model_validate_json(raw)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def make_job(change_key: str, url: str, status: str, at: datetime, data: dict[str, Any]) -> CallbackJob:
     """The callback of one applied change; `data` is the notification's summary."""
     body = json.dumps(
         {"type": f"notification.{status}", "timestamp": at.astimezone(UTC).isoformat(), "data": data},
-        default=_json_default, ensure_ascii=False, separators=(",", ":"),
+        default=json_default, ensure_ascii=False, separators=(",", ":"),
     )
     return CallbackJob(
         id=f"msg_{uuid.uuid5(_ID_NAMESPACE, change_key).hex}",

@@ -18,19 +18,20 @@ from aiohttp import web
 from .api_errors import ApiError, unavailable
 from .app_keys import SERVICES
 from .ledger.engine import DATABASE_ERRORS, first_line
-from .ledger.queries import MAX_LIMIT, BadQuery, Filters, get_notification, list_notifications
+from .ledger.queries import (
+    MAX_LIMIT,
+    BadQuery,
+    Filters,
+    get_notification,
+    json_default,
+    list_notifications,
+)
 from .status_view import status_answer
 from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-dumps = partial(json.dumps, default=_default, ensure_ascii=False)
+dumps = partial(json.dumps, default=json_default, ensure_ascii=False)
 
 
 async def get_notify(request: web.Request) -> web.Response:

@@ -300,9 +300,6 @@ def dumps(value: Any) -> str:
     """JSON as GET /notifications and GET /notify/{id} answer it: ISO times in UTC
     (`…+00:00`), the text as it is (no \\u escapes); indented, for reading."""
 
-    def default(item: Any) -> str:
-        if isinstance(item, datetime):
-            return item.astimezone(UTC).isoformat()
-        raise TypeError(f"not JSON: {type(item).__name__}")
+    from ..ledger.queries import json_default
 
-    return json.dumps(value, default=default, ensure_ascii=False, indent=2)
+    return json.dumps(value, default=json_default, ensure_ascii=False, indent=2)

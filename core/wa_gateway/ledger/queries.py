@@ -23,6 +23,15 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 
 
+def json_default(value: Any) -> Any:
+    """`json.dumps(default=…)` for what this module answers: its times as ISO 8601, in
+    UTC (the ledger's are UTC already). One definition for the HTTP API, the callbacks
+    and the commands, so all three write a time the same way."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value.tzinfo is not None else value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 class BadQuery(ValueError):
     """A filter or cursor that cannot be used; the message names it."""
 
