@@ -14,6 +14,8 @@ from collections import Counter
 
 import pytest
 
+from wa_gateway.store import StoreUnavailable
+
 from ..conftest import queue_size, wait_for
 from ..redis_server import RedisServer
 
@@ -68,7 +70,10 @@ async def test_redis_outage_while_draining_loses_nothing_dead_letters_nothing_an
     async def all_sent():
         # in the store itself: GET /notify/{id} may answer from the ledger
         for notification_id in later:
-            status = await services.store.get_status(notification_id)
+            try:
+                status = await services.store.get_status(notification_id)
+            except StoreUnavailable:  # the store has not seen Redis back yet
+                return False
             if status is None or status.status != "sent":
                 return False
         return True
