@@ -20,6 +20,7 @@ from pamqp.commands import Basic
 
 from .broker import CONNECTION_ERRORS, Broker, BrokerUnavailable, PublishUncertain
 from .models import Notification
+from .publish_pipeline import PublishPipeline
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def persistent_message(
 ) -> aio_pika.Message:
     """The one way this project builds an AMQP message: persistent JSON, id as message_id.
 
-    `Publisher` sends the same properties without the aio-pika wrapper (`_properties`)."""
+    `Publisher` sends the same properties, written by hand (amqp_frames.JsonHeader)."""
     return aio_pika.Message(
         body,
         message_id=message_id,
@@ -50,19 +51,6 @@ def persistent_message(
         content_encoding="utf-8",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=dict(headers or {}),
-    )
-
-
-def _properties(message_id: str, headers: Mapping[str, Any] | None) -> Basic.Properties:
-    """`persistent_message(...).properties`, built directly: the publish path runs once per
-    request, and aio-pika's Message costs more than the frame itself. No headers are sent
-    as none rather than as an empty table (aio-pika reads both as {})."""
-    return Basic.Properties(
-        content_type="application/json",
-        content_encoding="utf-8",
-        headers=dict(headers) if headers else None,
-        delivery_mode=2,
-        message_id=message_id,
     )
 
 
@@ -129,8 +117,9 @@ class Publisher:
     """Publishes with confirms on its own channel; a 202 is only ever given after one.
 
     The channel is aio-pika's robust channel (reopened after a reconnection); each
-    publish goes straight to its aiormq channel's `basic_publish`, which is all that
-    aio-pika's Exchange.publish does besides building a Message.
+    publish goes through a PublishPipeline on the aiormq channel under it, which
+    does what aiormq's `basic_publish` does for a confirmed publish at a fraction of
+    the CPU.
     """
 
     def __init__(self, broker: Broker, *, timeout: float = 5.0) -> None:
@@ -138,21 +127,26 @@ class Publisher:
         self.timeout = timeout
         self._deadlines = Deadlines(timeout)
         self._channel: AbstractChannel | None = None
+        self._pipeline: PublishPipeline | None = None
         self._lock = asyncio.Lock()
 
     def _reaches_several_queues(self, exchange: str) -> bool:
         topology = self.broker.topology
         return exchange == topology.work and topology.ledger
 
-    async def _underlay(self) -> aiormq.Channel:
-        """The aiormq channel under the publishing channel, opened once and reused."""
+    async def _pipeline_now(self) -> PublishPipeline:
+        """The pipeline on the aiormq channel under the publishing channel: opened once,
+        and again when aio-pika reopened the channel (a reconnection) or it was closed."""
         channel = self._channel
         if channel is None or channel.is_closed:
             async with self._lock:
                 if self._channel is None or self._channel.is_closed:
                     self._channel = await self.broker.channel()
                 channel = self._channel
-        return cast(aiormq.Channel, await channel.get_underlay_channel())
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        if self._pipeline is None or self._pipeline.channel is not underlay:
+            self._pipeline = PublishPipeline(underlay)
+        return self._pipeline
 
     async def publish(
         self,
@@ -165,8 +159,8 @@ class Publisher:
     ) -> None:
         """Return once RabbitMQ confirmed the persistent message.
 
-        BrokerUnavailable when nothing was sent (not connected, publishes blocked by an
-        alarm, the broker refused it); PublishUncertain when the message went out but
+        BrokerUnavailable when nothing was queued (not connected, publishes blocked by an
+        alarm, the broker refused it, no queue is bound for it); PublishUncertain when the message went out but
         no confirm came back in time.
         """
         broker = self.broker
@@ -174,18 +168,16 @@ class Publisher:
             raise BrokerUnavailable("RabbitMQ is not reachable")
         if broker.blocked:
             raise BrokerUnavailable("RabbitMQ blocks publishing (a memory or disk alarm)")
-        properties = _properties(message_id, headers)
         sent = False
         try:
             with self._deadlines:
-                channel = await self._underlay()
-                sent = True
-                # wait=False: no extra future for "written to the socket"; the confirm,
-                # awaited all the same, comes after that
-                await channel.basic_publish(
-                    body, exchange=exchange, routing_key=routing_key, properties=properties,
-                    mandatory=True, wait=False,
+                pipeline = await self._pipeline_now()
+                confirmation = pipeline.publish(
+                    body, message_id=message_id, exchange=exchange, routing_key=routing_key,
+                    headers=headers,
                 )
+                sent = True
+                confirmed = await confirmation
         except TimeoutError:
             if not sent:
                 raise BrokerUnavailable("RabbitMQ did not open a channel in time") from None
@@ -206,6 +198,9 @@ class Publisher:
             raise PublishUncertain(
                 f"RabbitMQ connection lost before the confirm ({type(exc).__name__})"
             ) from None
+        if not isinstance(confirmed, Basic.Ack):  # mandatory: RabbitMQ returned it unrouted
+            where = f"exchange {exchange!r}" if exchange else "the default exchange"
+            raise BrokerUnavailable(f"no queue is bound for {routing_key!r} on {where}")
 
     async def publish_notification(self, notification: Notification) -> None:
         """To its channel's work queue."""

@@ -141,11 +141,13 @@ async def test_a_refused_publish_gives_the_channel_way_to_a_fresh_one(make_setti
             await asyncio.sleep(0.1)
         fresh = len({id(c) for c in seen})
         assert 2 <= fresh <= 4, fresh  # replaced, but not after every nack
-        await publisher.publish(b"{}", message_id="ok", exchange="", routing_key=f"{prefix}.absent")  # still usable
+        await channel.declare_queue(f"{prefix}.open")
+        await publisher.publish(b"{}", message_id="ok", exchange="", routing_key=f"{prefix}.open")  # still usable
     finally:
         await publisher.close()
         await broker.close()
         await channel.queue_delete(full)
+        await channel.queue_delete(f"{prefix}.open")
         await channel.close()
 
 
