@@ -31,6 +31,23 @@ async def test_valid_request_is_confirmed_in_the_queue_before_202(make_settings,
     assert BLUEPRINT_TEXT.encode("utf-8") in message.body.replace(b"\\n", b"\n")
 
 
+async def test_a_message_no_queue_would_take_is_a_503_never_a_202(make_settings, start_gateway, amqp):
+    """The work queue deleted under a running gateway (ledger off, so nothing else is
+    bound): RabbitMQ returns the mandatory message, and the caller is told to retry."""
+    settings = make_settings(wa_ledger=False)
+    client, _ = await start_gateway(settings)
+    channel = await amqp.channel()
+    await channel.queue_delete(f"{settings.wa_queue_prefix}.notify")
+    await channel.close()
+
+    response = await client.post("/notify", json={"to": "logistic", "text": "hilang?"})
+
+    assert response.status == 503
+    body = await response.json()
+    assert body["error"] == "unavailable", body
+    assert "no queue is bound" in body["detail"] and "nothing was queued" in body["detail"]
+
+
 async def test_status_of_a_queued_message_is_queued_and_unknown_id_is_404(make_settings, start_gateway):
     client, _ = await start_gateway(make_settings())
     answer = await (await client.post("/notify", json={"to": "logistic", "text": "hi"})).json()
