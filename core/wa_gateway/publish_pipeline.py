@@ -106,6 +106,13 @@ class PublishPipeline:
         except asyncio.QueueFull:
             self._waiting_writer = self._loop.create_task(self._put_when_room(frame))
 
+    def close(self) -> None:
+        """Stop waiting for room in the writer's queue: the channel is being replaced, and
+        a dead connection's queue never drains (its publishes fail with the channel)."""
+        if self._waiting_writer is not None:
+            self._waiting_writer.cancel()  # one not yet started never runs its `finally`
+            self._waiting_writer = None
+
     async def _put_when_room(self, frame: ChannelFrame) -> None:
         try:
             await self.channel.write_queue.put(frame)

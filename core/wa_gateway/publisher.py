@@ -145,6 +145,8 @@ class Publisher:
                 channel = self._channel
         underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
         if self._pipeline is None or self._pipeline.channel is not underlay:
+            if self._pipeline is not None:
+                self._pipeline.close()
             self._pipeline = PublishPipeline(underlay)
         return self._pipeline
 
@@ -214,6 +216,9 @@ class Publisher:
 
     async def close(self, timeout: float = 2.0) -> None:
         channel, self._channel = self._channel, None
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
         if channel is not None and not channel.is_closed:
             # asyncio.wait, not wait_for: a close that ignores its cancellation (a robust
             # channel while its connection reconnects) must not hold the process

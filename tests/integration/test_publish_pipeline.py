@@ -10,6 +10,7 @@ import json
 import random
 
 import aio_pika
+import aiormq
 import pytest
 from aiormq.abc import ChannelFrame
 from pamqp.heartbeat import Heartbeat
@@ -128,3 +129,25 @@ async def test_a_channel_closed_before_the_confirm_is_uncertain_and_the_next_pub
     received = {m.message_id for m in await get_all(amqp, queue)}
     assert confirmed <= received  # every success is queued; an uncertain one may or may not be
     assert {"warm", "after"} <= received
+
+
+async def test_a_closed_pipeline_stops_waiting_for_room_in_the_writer(publisher, queue):
+    """The publisher closes a pipeline it replaces (its channel is gone): a task waiting
+    for room in a dead connection's writer queue would otherwise wait forever."""
+    await publisher.publish(b"{}", message_id="first", exchange="", routing_key=queue)
+    pipeline = publisher._pipeline
+    write_queue = pipeline.channel.write_queue
+    while not write_queue.full():
+        write_queue.put_nowait(ChannelFrame.marshall(0, [Heartbeat()]))
+    held = pipeline.publish(b"{}", message_id="held", exchange="", routing_key=queue)
+    pipeline._flush()
+    waiter = pipeline._waiting_writer
+    assert waiter is not None
+
+    pipeline.close()
+    await asyncio.sleep(0)
+
+    assert waiter.cancelled() and pipeline._waiting_writer is None
+    await pipeline.channel.close()  # as when the channel died: its pending confirms fail
+    with pytest.raises(aiormq.exceptions.AMQPError):
+        await asyncio.wait_for(held, 5)
