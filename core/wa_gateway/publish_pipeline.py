@@ -59,8 +59,9 @@ class PublishPipeline:
         routing_key: str,
         headers: Mapping[str, Any] | None = None,
     ) -> asyncio.Future[Any]:
-        """Number the message, register its confirm, buffer its frames (mandatory: an
-        unroutable message comes back as aiormq's PublishError, as with basic_publish)."""
+        """Number the message, register its confirm, buffer its frames. Mandatory, as with
+        basic_publish: the future gives the Basic.Ack, or the returned message when no
+        queue took it (a PublishError on a channel with on_return_raises)."""
         channel = self.channel
         if channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
