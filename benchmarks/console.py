@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import aiohttp
+import rabbit
 from aiohttp import web
 from common import BenchError, percentile, say
 from sqlalchemy import insert, text
@@ -297,17 +297,10 @@ async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
 
 
 async def delete_queues(amqp_url: str, services: Services) -> None:
-    topology = services.topology
+    """The run's queues and exchanges (rabbit.delete_topology); a broker that is gone by now
+    must not turn the run's table into a traceback."""
     with contextlib.suppress(Exception):
-        connection = await aio_pika.connect(amqp_url)
-        try:
-            channel = await connection.channel()
-            for queue in (*topology.all_queues(), topology.ledger_queue):
-                await channel.queue_delete(queue)
-            for exchange in (topology.work, topology.dead):
-                await channel.exchange_delete(exchange)
-        finally:
-            await connection.close()
+        await rabbit.delete_topology(amqp_url, services.topology)
 
 
 @contextlib.asynccontextmanager

@@ -79,6 +79,8 @@ from procs import (
 from prometheus_client.parser import text_string_to_metric_families
 from report import Result, Target, table, write_json
 
+from wa_gateway.models import Notification
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 IDLE_SETTLE_SECONDS = 2.0
@@ -358,28 +360,41 @@ async def worker_drain(bench: Bench, name: str, count: int, prefetch: int, laten
 async def bench_drain(bench: Bench) -> list[Result]:
     """Worker drain rate vs. a raw consumer doing nothing but ack, same queue kind and prefetch."""
     count, prefetch = bench.args.drain_messages, bench.args.drain_prefetch
-    async with bench.scratch("rawdrain") as raw:
-        await rabbit.prefill(bench.url, raw, count)
-        baseline = await rabbit.raw_drain(
+    baseline = await raw_consumer(bench, "rawdrain", count, prefetch)
+    span = await worker_drain(bench, "drain", count, prefetch, latency=0)
+    return [versus_raw_consumer(f"worker drain, fake 0 ms, prefetch {prefetch}", span, baseline, count, 0.6)]
+
+
+async def raw_consumer(
+    bench: Bench,
+    name: str,
+    count: int,
+    prefetch: int,
+    make: Callable[[], Notification] = rabbit.sample_notification,
+) -> Span:
+    """The baseline of the worker rows: a raw aio-pika consumer draining `count` messages
+    of `make()` at `prefetch`, from a scratch queue of the same kind."""
+    async with bench.scratch(name) as raw:
+        await rabbit.prefill(bench.url, raw, count, make=make)
+        return await rabbit.raw_drain(
             bench.url, raw.work, count=count, prefetch=prefetch, timeout=max(60.0, count / 100)
         )
-    span = await worker_drain(bench, "drain", count, prefetch, latency=0)
-    return [
-        Result(
-            f"worker drain, fake 0 ms, prefetch {prefetch}",
-            span.rate,
-            "msg/s",
-            baseline=baseline.rate,
-            target=Target(">=", 0.6, on_ratio=True),
-            note=(
-                f"{count} msgs: worker {span.seconds:.2f} s, "
-                f"raw consumer {baseline.seconds:.2f} s; "
-                f"CPU/msg: worker {span.cpu_ms_per_event:.2f} ms, "
-                f"raw {baseline.cpu_ms_per_event:.2f} ms"
-            ),
-            details={"worker": span.as_dict(), "raw_consumer": baseline.as_dict()},
-        )
-    ]
+
+
+def versus_raw_consumer(title: str, span: Span, baseline: Span, count: int, ratio: float) -> Result:
+    """A worker's rate against the raw consumer's, with both times and CPU per message."""
+    return Result(
+        title,
+        span.rate,
+        "msg/s",
+        baseline=baseline.rate,
+        target=Target(">=", ratio, on_ratio=True),
+        note=(
+            f"{count} msgs: worker {span.seconds:.2f} s, raw consumer {baseline.seconds:.2f} s; "
+            f"CPU/msg: worker {span.cpu_ms_per_event:.2f} ms, raw {baseline.cpu_ms_per_event:.2f} ms"
+        ),
+        details={"worker": span.as_dict(), "raw_consumer": baseline.as_dict()},
+    )
 
 
 async def bench_worker_http(bench: Bench) -> list[Result]:
@@ -387,11 +402,7 @@ async def bench_worker_http(bench: Bench) -> list[Result]:
     at once, vs. a raw consumer at the same prefetch: what the HTTP path costs per message."""
     count, prefetch = bench.args.drain_messages, bench.args.http_prefetch
     person = rabbit.person_notification
-    async with bench.scratch("rawhttp") as raw:
-        await rabbit.prefill(bench.url, raw, count, make=person)
-        baseline = await rabbit.raw_drain(
-            bench.url, raw.work, count=count, prefetch=prefetch, timeout=max(60.0, count / 100)
-        )
+    baseline = await raw_consumer(bench, "rawhttp", count, prefetch, make=person)
     async with bench.scratch("http") as topology, MetaFake().serving() as meta:
         await rabbit.prefill(bench.url, topology, count, make=person)
         async with bench.process(
@@ -414,20 +425,8 @@ async def bench_worker_http(bench: Bench) -> list[Result]:
         bench.problems.append(f"http: {left} messages back in {topology.work} after the drain")
     if meta.bad_requests:
         bench.problems.append(f"http: the local Meta got {meta.bad_requests} unreadable requests")
-    return [
-        Result(
-            f"worker over HTTP (meta plugin, local Meta), prefetch {prefetch}",
-            span.rate,
-            "msg/s",
-            baseline=baseline.rate,
-            target=Target(">=", 0.45, on_ratio=True),
-            note=(
-                f"{count} msgs: worker {span.seconds:.2f} s, raw consumer {baseline.seconds:.2f} s; "
-                f"CPU/msg: worker {span.cpu_ms_per_event:.2f} ms, raw {baseline.cpu_ms_per_event:.2f} ms"
-            ),
-            details={"worker": span.as_dict(), "raw_consumer": baseline.as_dict()},
-        )
-    ]
+    title = f"worker over HTTP (meta plugin, local Meta), prefetch {prefetch}"
+    return [versus_raw_consumer(title, span, baseline, count, 0.45)]
 
 
 async def arrivals_span(meta: MetaFake, count: int, process: GatewayProcess, timeout: float) -> Span:
