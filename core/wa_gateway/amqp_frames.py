@@ -16,6 +16,10 @@ from typing import Any
 
 from pamqp import encode
 
+CONTENT_TYPE = "application/json"
+CONTENT_ENCODING = "utf-8"
+"""The content type and encoding of every message this project publishes."""
+
 FRAME_END = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
 _BASIC_CLASS, _PUBLISH_METHOD = 60, 40
@@ -57,8 +61,8 @@ class JsonHeader:
     """Content headers of persistent JSON messages (`publisher.persistent_message`), per body
     size, message id and optional header table."""
 
-    def __init__(self, content_type: str = "application/json", content_encoding: str = "utf-8") -> None:
-        self._before_headers = _shortstr(content_type) + _shortstr(content_encoding)
+    def __init__(self) -> None:
+        self._before_headers = _shortstr(CONTENT_TYPE) + _shortstr(CONTENT_ENCODING)
 
     def frame(
         self, channel: int, body_size: int, message_id: str, headers: Mapping[str, Any] | None = None

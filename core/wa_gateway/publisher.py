@@ -18,6 +18,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 from pamqp.commands import Basic
 
+from .amqp_frames import CONTENT_ENCODING, CONTENT_TYPE
 from .broker import CONNECTION_ERRORS, Broker, BrokerUnavailable, PublishUncertain
 from .models import Notification
 from .publish_pipeline import PublishPipeline
@@ -47,8 +48,8 @@ def persistent_message(
     return aio_pika.Message(
         body,
         message_id=message_id,
-        content_type="application/json",
-        content_encoding="utf-8",
+        content_type=CONTENT_TYPE,
+        content_encoding=CONTENT_ENCODING,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=dict(headers or {}),
     )

@@ -46,6 +46,13 @@ async def publisher(make_settings, prefix):
     await broker.close()
 
 
+def fill_writer_queue(pipeline) -> None:
+    """Fill aiormq's writer queue (heartbeats) before its writer task runs again."""
+    write_queue = pipeline.channel.write_queue
+    while not write_queue.full():
+        write_queue.put_nowait(ChannelFrame.marshall(0, [Heartbeat()]))
+
+
 def body_of(number: int) -> bytes:
     if number == 7:  # three body frames at RabbitMQ's default frame_max of 128 KiB
         return json.dumps({"text": "🚚" * 70_000}, ensure_ascii=False).encode()
@@ -90,9 +97,7 @@ async def test_publishes_stay_in_order_while_aiormqs_writer_queue_is_full(publis
     await publisher.publish(b"{}", message_id="first", exchange="", routing_key=queue)
     pipeline = publisher._pipeline
     assert pipeline is not None
-    write_queue = pipeline.channel.write_queue
-    while not write_queue.full():
-        write_queue.put_nowait(ChannelFrame.marshall(0, [Heartbeat()]))
+    fill_writer_queue(pipeline)
     ids = [f"o-{n}" for n in range(300)]
     confirms = [pipeline.publish(b"{}", message_id=i, exchange="", routing_key=queue) for i in ids]
     pipeline._flush()  # as the event loop would, before aiormq's writer took anything
@@ -136,9 +141,7 @@ async def test_a_closed_pipeline_stops_waiting_for_room_in_the_writer(publisher,
     for room in a dead connection's writer queue would otherwise wait forever."""
     await publisher.publish(b"{}", message_id="first", exchange="", routing_key=queue)
     pipeline = publisher._pipeline
-    write_queue = pipeline.channel.write_queue
-    while not write_queue.full():
-        write_queue.put_nowait(ChannelFrame.marshall(0, [Heartbeat()]))
+    fill_writer_queue(pipeline)
     held = pipeline.publish(b"{}", message_id="held", exchange="", routing_key=queue)
     pipeline._flush()
     waiter = pipeline._waiting_writer
