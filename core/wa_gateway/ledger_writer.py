@@ -59,6 +59,9 @@ TEMPLATE_GENERATION = "template"
 """The life of a notification sent again as its template after a late refusal: once."""
 TEMPLATE_AFTER = "x-template-after"
 """Header of a notification sent again as its template after a late refusal: the code."""
+TEMPLATE_QUEUED_AT = "x-template-queued-at"
+"""Header of the same: when the writer queued it, the time of its `queued` in the timeline
+(the writer reads its own copy later, possibly after the worker has sent it)."""
 ORPHAN_WAIT = 10.0
 """Seconds a receipt for a message the ledger does not know is tried again."""
 ORPHANS_MAX = 200
@@ -95,14 +98,17 @@ def read_change(message: AbstractIncomingMessage) -> StatusChange:
     generation = "" if replayed is None else str(replayed)
     refused = headers.get(TEMPLATE_AFTER)
     refused = refused.decode() if isinstance(refused, bytes) else refused
-    why = "replayed from the dead-letter queue" if replayed is not None else None
+    why, at = None, notification.created_at
     if refused is not None:
         why = f"the text was refused outside the 24-hour window ({refused!s}): sending the template"
+        at = _header_time(headers.get(TEMPLATE_QUEUED_AT))
+    elif replayed is not None:
+        why, at = "replayed from the dead-letter queue", _header_time(replayed)
     return StatusChange(
         key=change_key(notification.id, "queued", 0, generation),
         id=notification.id,
         status="queued",
-        at=notification.created_at if replayed is None else _replay_time(str(replayed)),
+        at=at,
         channel=notification.channel,
         facts=facts_of(notification),
         replay=replayed is not None,
@@ -110,10 +116,13 @@ def read_change(message: AbstractIncomingMessage) -> StatusChange:
     )
 
 
-def _replay_time(stamp: str) -> datetime:
-    """When the dead letter was replayed (its header), which orders the timeline."""
+def _header_time(stamp: object) -> datetime:
+    """The time in a header (a replay's, a template's), which orders the timeline; now when
+    it has none."""
+    if isinstance(stamp, bytes):
+        stamp = stamp.decode(errors="replace")
     try:
-        when = datetime.fromisoformat(stamp)
+        when = datetime.fromisoformat(str(stamp))
     except ValueError:
         return datetime.now(UTC)
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
@@ -273,7 +282,8 @@ class LedgerWriter:
                 message_id=notification.id,
                 exchange=self.services.topology.work,
                 routing_key=self.services.topology.work_queue(notification.channel),
-                headers={REPLAYED_AT: TEMPLATE_GENERATION, TEMPLATE_AFTER: failure.code},
+                headers={REPLAYED_AT: TEMPLATE_GENERATION, TEMPLATE_AFTER: failure.code,
+                         TEMPLATE_QUEUED_AT: datetime.now(UTC).isoformat()},
             )
             log.info("notification %s: sending its template after a late refusal (%s)",
                      failure.notification_id, failure.code)
