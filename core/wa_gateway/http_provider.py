@@ -1,21 +1,20 @@
-"""Shared plumbing for providers that speak HTTP: one reused session, timeouts, and
-transport failures turned into TransientError, so each plugin only maps its own
-answers and error codes.
+"""Shared plumbing for providers that speak HTTP: one reused client (http_client), its
+timeouts, bodies encoded the way provider APIs want them, and transport failures turned
+into TransientError, so each plugin only maps its own answers and error codes.
 """
 
 from __future__ import annotations
 
 import email.utils
-import functools
 import json
 import re
 import time
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
-import aiohttp
-
+from .http_client import HttpClient, HttpRequestError, HttpTimeout
 from .provider import (
     PermanentError,
     Provider,
@@ -35,7 +34,8 @@ class HttpAnswer:
     """A provider's HTTP answer, read in full while the connection was open."""
 
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]
+    """Case-insensitive: `headers.get("retry-after")` finds `Retry-After`."""
     text: str
 
     def json(self) -> Any:
@@ -86,33 +86,8 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Progress:
-    """How far one request got: `sent` once it started going out."""
-
-    sent = False
-
-
-_PROGRESS: ContextVar[_Progress | None] = ContextVar("wa_gateway_http_progress", default=None)
-"""The progress of the request the current task is making (`HttpProvider.request`)."""
-
-
-class _TrackedRequest(aiohttp.ClientRequest):
-    """aiohttp's request, marking its `_Progress` sent as it starts writing, at the point
-    where aiohttp's tracing reports the headers sent (nothing is awaited in between).
-
-    Tracing (`on_request_headers_sent`) told the same, but a session with any trace
-    config runs every tracing hook of every request: about 30 µs a request, 7 % of the
-    worker's CPU per message over HTTP."""
-
-    async def send(self, conn: Any) -> aiohttp.ClientResponse:
-        progress = _PROGRESS.get()
-        if progress is not None:
-            progress.sent = True
-        return await super().send(conn)
-
-
 class HttpProvider(Provider):
-    """A Provider with one aiohttp ClientSession, created on first use and reused.
+    """A Provider with one HttpClient, created on first use and reused.
 
     A subclass declares its error codes in `transient_codes` / `permanent_codes` and
     raises `self.failure(answer, message, code=…)`; codes in neither set follow
@@ -131,22 +106,17 @@ class HttpProvider(Provider):
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(
-                total=self.config.total_timeout, sock_connect=self.config.connect_timeout
+    def http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(
+                user_agent=self.user_agent,
+                connect_timeout=self.config.connect_timeout,
+                total_timeout=self.config.total_timeout,
             )
-            self._session = aiohttp.ClientSession(
-                timeout=timeout,
-                headers={"User-Agent": self.user_agent},
-                request_class=_TrackedRequest,
-                # UTF-8 JSON, not \u escapes: the text reaches the provider byte for byte.
-                json_serialize=functools.partial(json.dumps, ensure_ascii=False),
-            )
-        return self._session
+        return self._http
 
     @property
     def base_url(self) -> str:
@@ -224,32 +194,63 @@ class HttpProvider(Provider):
         # wrong WA_API_URL …): retry it like an outage rather than drop the message.
         return 200 <= status < 300 or is_transient_status(status)
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> HttpAnswer:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | bytes | str | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
         """Send one request; a network error or timeout becomes a TransientError.
 
-        A timeout after the request went out is `ambiguous`: the provider may have
-        accepted the message and be slow to say so. A timeout before (connecting) is not.
+        `json` is sent as UTF-8 JSON (not \\u escapes: the text arrives byte for byte),
+        `data` as a form when it is a mapping (UTF-8, percent-encoded), else as it is;
+        `params` goes into the query string.
+
+        An error after the request went out (no answer within the timeout, the connection
+        lost before the whole answer) is `ambiguous`: the provider may have accepted the
+        message. One before it went out (refused, no route, TLS) is not.
         """
-        progress = _Progress()
-        token = _PROGRESS.set(progress)
+        head = dict(headers or {})
+        body = b""
+        if json is not None:
+            body = _json_bytes(json)
+            head.setdefault("Content-Type", "application/json")
+        elif isinstance(data, Mapping):
+            body = urlencode(data, doseq=True).encode("ascii")
+            head.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        elif data is not None:
+            body = data.encode() if isinstance(data, str) else data
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         try:
-            async with self.session.request(method, url, **kwargs) as response:
-                text = await response.text(encoding="utf-8", errors="replace")
-                return HttpAnswer(response.status, dict(response.headers), text)
-        except TimeoutError as exc:
-            if progress.sent:
+            response = await self.http.request(method, url, headers=head, body=body)
+        except HttpTimeout as exc:
+            if exc.sent:
                 raise TransientError(
                     f"{self.name}: no answer within the timeout"
                     " (the provider may have accepted the message)",
                     ambiguous=True,
                 ) from exc
             raise TransientError(f"{self.name}: could not send within the timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
-        finally:
-            _PROGRESS.reset(token)
+        except HttpRequestError as exc:
+            text = self.redact(f"{self.name}: {exc}")
+            if exc.sent:
+                text += " (the provider may have accepted the message)"
+            raise TransientError(text, ambiguous=exc.sent) from exc
+        except ValueError as exc:  # a URL or header that HTTP cannot carry: configuration
+            raise PermanentError(self.redact(f"{self.name}: cannot send: {exc}")) from exc
+        text = response.body.decode("utf-8", errors="replace")
+        return HttpAnswer(response.status, response.headers, text)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()

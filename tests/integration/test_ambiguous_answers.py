@@ -9,6 +9,8 @@ retries them only through its retry tiers, one provider call per attempt.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from wa_gateway import (
@@ -87,6 +89,25 @@ async def test_an_answer_that_says_no_is_not_ambiguous(answer):
 async def test_a_timeout_after_the_request_went_out_is_ambiguous():
     error = await _error_for(Answer(delay=NEVER), total_timeout=0.3)
     assert error.ambiguous
+
+
+async def test_a_connection_cut_after_the_request_went_out_is_ambiguous():
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request arrived: hang up unanswered
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = BareHttpProvider(ProviderConfig(api_key="k", api_url=f"http://127.0.0.1:{port}"))
+    try:
+        with pytest.raises(TransientError) as caught:
+            await provider.send(phone_message())
+    finally:
+        await provider.close()
+        server.close()
+        await server.wait_closed()
+    assert caught.value.ambiguous
+    assert "may have accepted" in str(caught.value)
 
 
 async def test_a_refused_connection_is_not_ambiguous():
