@@ -84,6 +84,8 @@ async def bench_burst(bench: Bench) -> list[Result]:
                 span_started = time.time()
                 times = await _sent_times(outbox, wanted, process, timeout=wanted / pace * 1.5 + 30)
                 span_ended = time.time()
+                # one sample after the last counted send, whatever the sampler's phase
+                rss.samples.append((time.time(), rss_mb_of(process.pid)))
                 depth_after = await rabbit.queue_depth(bench.url, topology.work)
             finally:
                 sampler.cancel()
