@@ -291,7 +291,10 @@ class HttpClient:
                 raise HttpTimeout(
                     f"no answer within {self.total_timeout:g} s", sent=True
                 ) from exc
-            raise HttpTimeout(f"could not connect within the timeout: {exc}", sent=False) from exc
+            raise HttpTimeout(
+                "could not send within the timeout (connecting, or waiting for a free connection)",
+                sent=False,
+            ) from exc
         except OSError as exc:  # refused, unreachable, TLS failures, DNS
             raise HttpRequestError(f"{type(exc).__name__}: {exc}", sent=sent) from exc
         finally:

@@ -208,6 +208,22 @@ async def test_a_timeout_after_the_request_went_out_says_sent():
     assert len(api.requests) == 1
 
 
+async def test_a_timeout_while_waiting_for_a_free_connection_says_not_sent():
+    async with FakeProviderApi(default=Answer(delay=NEVER)) as api:
+        http = client(limit=1, total_timeout=0.3)
+        try:
+            first, second = await asyncio.gather(
+                http.request("POST", f"{api.url}/a", body=b"1"),
+                http.request("POST", f"{api.url}/a", body=b"2"),
+                return_exceptions=True,
+            )
+        finally:
+            await http.close()
+    assert isinstance(first, HttpTimeout) and first.sent
+    assert isinstance(second, HttpTimeout) and not second.sent
+    assert [r.body for r in api.requests] == [b"1"]
+
+
 async def test_a_refused_connection_says_not_sent():
     http = client()
     try:
