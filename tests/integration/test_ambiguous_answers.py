@@ -97,27 +97,28 @@ async def test_a_connection_cut_after_the_request_went_out_is_ambiguous():
         writer.close()
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    provider = BareHttpProvider(ProviderConfig(api_key="k", api_url=f"http://127.0.0.1:{port}"))
     try:
-        with pytest.raises(TransientError) as caught:
-            await provider.send(phone_message())
+        error = await _send_error(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
     finally:
-        await provider.close()
         server.close()
         await server.wait_closed()
-    assert caught.value.ambiguous
-    assert "may have accepted" in str(caught.value)
+    assert error.ambiguous
+    assert "may have accepted" in str(error)
 
 
 async def test_a_refused_connection_is_not_ambiguous():
-    provider = BareHttpProvider(ProviderConfig(api_key="k", api_url=f"http://127.0.0.1:{closed_port()}"))
+    error = await _send_error(f"http://127.0.0.1:{closed_port()}")
+    assert not error.ambiguous
+
+
+async def _send_error(api_url: str) -> TransientError:
+    provider = BareHttpProvider(ProviderConfig(api_key="k", api_url=api_url))
     try:
         with pytest.raises(TransientError) as caught:
             await provider.send(phone_message())
     finally:
         await provider.close()
-    assert not caught.value.ambiguous
+    return caught.value
 
 
 

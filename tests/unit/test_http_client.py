@@ -26,6 +26,17 @@ def client(**kwargs: object) -> HttpClient:
     return HttpClient(**options)  # type: ignore[arg-type]
 
 
+async def failure(url: str, **options: object) -> HttpRequestError:
+    """The error of one POST to `url` by a client made with `options`."""
+    http = client(**options)
+    try:
+        with pytest.raises(HttpRequestError) as caught:
+            await http.request("POST", url, body=b"x")
+    finally:
+        await http.close()
+    return caught.value
+
+
 @contextlib.asynccontextmanager
 async def raw_server(handler: Handler) -> AsyncIterator[str]:
     """A TCP server running `handler` per connection; yields its http:// base URL."""
@@ -108,38 +119,29 @@ async def test_a_post_goes_out_byte_exact_and_the_connection_is_kept_alive():
     assert len({r.peer for r in api.requests}) == 1, "three requests, one connection"
 
 
-async def test_a_chunked_answer_is_joined():
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, dunia\r\n0\r\n\r\n"
-    async with raw_server(answering(chunked, chunked)) as url:
+@pytest.mark.parametrize(
+    ("answer", "close", "status", "body"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, dunia\r\n0\r\n\r\n",
+            False, 200, b"hello, dunia",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsampai ditutup", True, 200, b"sampai ditutup"),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            False, 201, b"ok",
+        ),
+    ],
+    ids=["chunked-joined", "no-length-read-until-close", "interim-100-skipped"],
+)
+async def test_every_framing_of_an_answer_is_read_whole(answer, close, status, body):
+    async with raw_server(answering(answer, close=close)) as url:
         http = client()
         try:
-            first = await http.request("POST", f"{url}/a", body=b"x")
-            second = await http.request("POST", f"{url}/a", body=b"x")
+            got = await http.request("POST", f"{url}/a", body=b"x")
         finally:
             await http.close()
-    assert first.body == second.body == b"hello, dunia"
-
-
-async def test_an_answer_without_length_ends_where_the_connection_does():
-    unframed = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsampai ditutup"
-    async with raw_server(answering(unframed, close=True)) as url:
-        http = client()
-        try:
-            answer = await http.request("POST", f"{url}/a", body=b"x")
-        finally:
-            await http.close()
-    assert (answer.status, answer.body) == (200, b"sampai ditutup")
-
-
-async def test_an_interim_100_continue_is_skipped():
-    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
-    async with raw_server(answering(interim)) as url:
-        http = client()
-        try:
-            answer = await http.request("POST", f"{url}/a", body=b"x")
-        finally:
-            await http.close()
-    assert (answer.status, answer.body) == (201, b"ok")
+    assert (got.status, got.body) == (status, body)
 
 
 async def test_connection_close_and_an_idle_close_by_the_server_mean_a_new_connection():
@@ -198,13 +200,8 @@ async def test_no_more_than_limit_connections_per_origin_the_rest_wait():
 
 async def test_a_timeout_after_the_request_went_out_says_sent():
     async with FakeProviderApi(default=Answer(delay=NEVER)) as api:
-        http = client(total_timeout=0.3)
-        try:
-            with pytest.raises(HttpTimeout) as caught:
-                await http.request("POST", f"{api.url}/a", body=b"x")
-        finally:
-            await http.close()
-    assert caught.value.sent
+        error = await failure(f"{api.url}/a", total_timeout=0.3)
+    assert isinstance(error, HttpTimeout) and error.sent
     assert len(api.requests) == 1
 
 
@@ -225,14 +222,9 @@ async def test_a_timeout_while_waiting_for_a_free_connection_says_not_sent():
 
 
 async def test_a_refused_connection_says_not_sent():
-    http = client()
-    try:
-        with pytest.raises(HttpRequestError) as caught:
-            await http.request("POST", f"http://127.0.0.1:{closed_port()}/a", body=b"x")
-    finally:
-        await http.close()
-    assert not caught.value.sent
-    assert "refused" in str(caught.value).lower()
+    error = await failure(f"http://127.0.0.1:{closed_port()}/a")
+    assert not error.sent
+    assert "refused" in str(error).lower()
 
 
 async def test_a_tls_handshake_that_never_ends_is_a_connect_timeout_not_sent():
@@ -240,13 +232,8 @@ async def test_a_tls_handshake_that_never_ends_is_a_connect_timeout_not_sent():
         await reader.read()
 
     async with raw_server(silent) as url:
-        http = client(connect_timeout=0.3)
-        try:
-            with pytest.raises(HttpTimeout) as caught:
-                await http.request("POST", url.replace("http://", "https://") + "/a", body=b"x")
-        finally:
-            await http.close()
-    assert not caught.value.sent
+        error = await failure(url.replace("http://", "https://") + "/a", connect_timeout=0.3)
+    assert isinstance(error, HttpTimeout) and not error.sent
 
 
 @pytest.mark.parametrize(
@@ -261,14 +248,9 @@ async def test_a_tls_handshake_that_never_ends_is_a_connect_timeout_not_sent():
 )
 async def test_a_broken_answer_is_an_error_that_says_sent(answer, words):
     async with raw_server(answering(answer, close=True)) as url:
-        http = client(max_answer_bytes=1000)
-        try:
-            with pytest.raises(HttpRequestError) as caught:
-                await http.request("POST", f"{url}/a", body=b"x")
-        finally:
-            await http.close()
-    assert caught.value.sent
-    assert words in str(caught.value)
+        error = await failure(f"{url}/a", max_answer_bytes=1000)
+    assert error.sent
+    assert words in str(error)
 
 
 async def test_a_cancelled_request_gives_its_connection_back():
