@@ -9,10 +9,11 @@ the connections alive per origin.
 
 What it does: http and https (certificates checked against the system's store, or the
 SSLContext given), keep-alive with at most `limit` connections per origin (the rest
-wait), answers with Content-Length, chunked or read until the connection closes, 1xx
-answers skipped, a connect timeout inside a total timeout, bounds on the answer's size,
-and for every failure whether the request had gone out (`HttpRequestError.sent`), which
-is what tells "the provider may have accepted it" from "it never left".
+wait), an idle connection dropped a second before the server's `Keep-Alive: timeout`
+would drop it, answers with Content-Length, chunked or read until the connection closes,
+1xx answers skipped, a connect timeout inside a total timeout, bounds on the answer's
+size, and for every failure whether the request had gone out (`HttpRequestError.sent`),
+which is what tells "the provider may have accepted it" from "it never left".
 
 What it leaves out, on purpose: redirects (a provider API that redirects is a wrong
 URL: the 3xx is the answer), proxies, cookies, compression (it asks for none), request
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import re
 import ssl
 import time
 from collections import deque
@@ -39,6 +42,7 @@ MAX_HEADER_BYTES = 64 * 1024
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~"
 _SAFE_QUERY = _SAFE_PATH + "?"
 _FORBIDDEN_IN_HEADERS = frozenset("\r\n\0")
+_KEEP_ALIVE_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+)", re.IGNORECASE)
 
 
 class HttpRequestError(Exception):
@@ -109,6 +113,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.server_idle_limit = math.inf
+        """Seconds the server keeps this connection idle (`Keep-Alive: timeout=N`)."""
         self.answer: asyncio.Future[HttpResponse] | None = None
         self._reset()
 
@@ -171,6 +177,10 @@ class _Connection(asyncio.Protocol):
                 lowered == "transfer-encoding" and "chunked" in value.lower()
             ):
                 self.framed = True
+            elif lowered == "keep-alive":
+                found = _KEEP_ALIVE_TIMEOUT.search(value)
+                if found:
+                    self.server_idle_limit = int(found.group(1))
 
     def on_body(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
@@ -347,7 +357,9 @@ class HttpClient:
             now = time.monotonic()
             while origin.idle:
                 conn = origin.idle.pop()
-                if conn.reusable and now - conn.idle_since < self.idle_timeout:
+                # a second short of the server's own limit: never write as it hangs up
+                limit = min(self.idle_timeout, conn.server_idle_limit - 1)
+                if conn.reusable and now - conn.idle_since < limit:
                     return conn
                 conn.close()
                 origin.open -= 1

@@ -170,6 +170,28 @@ async def test_connection_close_and_an_idle_close_by_the_server_mean_a_new_conne
     assert connections == 3
 
 
+async def test_an_idle_connection_is_not_reused_past_the_servers_keep_alive_timeout():
+    peers = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            peers.append(writer.get_extra_info("peername"))
+            writer.write(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(handle) as url:
+        http = client()
+        try:
+            await http.request("POST", f"{url}/a", body=b"x")
+            await http.request("POST", f"{url}/a", body=b"x")  # at once: the same connection
+            await asyncio.sleep(1.1)  # past timeout=2 less the second kept in hand
+            await http.request("POST", f"{url}/a", body=b"x")
+        finally:
+            await http.close()
+    assert peers[0] == peers[1] != peers[2]
+
+
 async def test_no_more_than_limit_connections_per_origin_the_rest_wait():
     open_now = peak = 0
 
