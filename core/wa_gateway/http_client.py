@@ -289,13 +289,26 @@ class HttpClient:
             raise HttpRequestError("the HTTP client is closed", sent=False)
         target = _target(url)
         wire = self._wire(method, target, headers, body)
-        conn: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout
+        origin = self._origins.get(target.origin)
+        if origin is None:
+            origin = self._origins[target.origin] = _Origin()
+        # The usual case, a kept-alive connection at hand, takes one timer and no
+        # asyncio.timeout: that alone was 4 % of the worker's CPU per message.
+        conn = self._idle_connection(origin)
         sent = False
         try:
-            async with asyncio.timeout(self.total_timeout):
-                conn = await self._acquire(target.origin)
-                sent = True
-                response = await conn.ask(wire)
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._acquire(target.origin, origin)
+            sent = True
+            answer = conn.ask(wire)
+            timer = loop.call_at(deadline, _expire, answer)
+            try:
+                response = await answer
+            finally:
+                timer.cancel()
         except TimeoutError as exc:
             if sent:
                 raise HttpTimeout(
@@ -349,20 +362,25 @@ class HttpClient:
 
     # -- the pool
 
-    async def _acquire(self, key: tuple[str, str, int]) -> _Connection:
-        origin = self._origins.get(key)
-        if origin is None:
-            origin = self._origins[key] = _Origin()
+    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+        """The last used idle connection still fit to use; the unfit ones are closed."""
+        now = time.monotonic()
+        while origin.idle:
+            conn = origin.idle.pop()
+            # a second short of the server's own limit: never write as it hangs up
+            limit = min(self.idle_timeout, conn.server_idle_limit - 1)
+            if conn.reusable and now - conn.idle_since < limit:
+                return conn
+            conn.close()
+            origin.open -= 1
+        return None
+
+    async def _acquire(self, key: tuple[str, str, int], origin: _Origin) -> _Connection:
+        """A new connection when the limit allows, else the next one given back."""
         while True:
-            now = time.monotonic()
-            while origin.idle:
-                conn = origin.idle.pop()
-                # a second short of the server's own limit: never write as it hangs up
-                limit = min(self.idle_timeout, conn.server_idle_limit - 1)
-                if conn.reusable and now - conn.idle_since < limit:
-                    return conn
-                conn.close()
-                origin.open -= 1
+            conn = self._idle_connection(origin)
+            if conn is not None:
+                return conn
             if origin.open < self.limit:
                 origin.open += 1
                 try:
@@ -434,6 +452,11 @@ class HttpClient:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _expire(answer: asyncio.Future[HttpResponse]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
 
 
 @functools.cache
