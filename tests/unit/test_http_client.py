@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -218,6 +219,44 @@ async def test_no_more_than_limit_connections_per_origin_the_rest_wait():
             await http.close()
     assert [a.body for a in answers] == [b"ok"] * 8
     assert peak == 2
+
+
+async def test_after_a_storm_of_failures_the_pool_has_every_slot_back():
+    """Cut, garbage, silent and good answers in a seeded mix, 60 at once through 3
+    connections; a slot lost on any failure path would leave the next requests waiting."""
+    pick = random.Random(16)
+    storming = True
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            fate = pick.choice(["cut", "garbage", "silent", "good", "good"]) if storming else "good"
+            if fate == "cut":
+                return
+            if fate == "garbage":
+                writer.write(b"SMTP ready\r\n\r\n")
+            elif fate == "silent":
+                await asyncio.sleep(1)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(handle) as url:
+        http = client(limit=3, total_timeout=0.3)
+        try:
+            storm = await asyncio.gather(
+                *(http.request("POST", f"{url}/a", body=b"x") for _ in range(60)),
+                return_exceptions=True,
+            )
+            storming = False
+            calm = await asyncio.wait_for(
+                asyncio.gather(*(http.request("POST", f"{url}/a", body=b"x") for _ in range(10))), 3
+            )
+        finally:
+            await http.close()
+    kinds = {type(outcome).__name__ for outcome in storm}
+    assert kinds == {"HttpResponse", "HttpRequestError", "HttpTimeout"}, kinds
+    assert [answer.body for answer in calm] == [b"ok"] * 10
 
 
 async def test_a_timeout_after_the_request_went_out_says_sent():
