@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -512,14 +512,24 @@ class Broker:
         connection, self.connection = self.connection, None
         if connection is None:
             return
-        closing = asyncio.ensure_future(connection.close())
-        done, _ = await asyncio.wait({closing}, timeout=timeout)
-        problem = None if not done or closing.cancelled() else closing.exception()
-        if not done or problem is not None:
-            closing.cancel()
-            why = type(problem).__name__ if problem is not None else "TimeoutError"
-            log.warning("RabbitMQ did not close the connection in time (%s); dropping it", why)
+        problem = await close_within(connection.close(), timeout)
+        if problem is not None:
+            log.warning("RabbitMQ did not close the connection in time (%s); dropping it",
+                        type(problem).__name__)
             _abort(connection)
+
+
+async def close_within(closing: Awaitable[Any], timeout: float) -> BaseException | None:
+    """Wait at most `timeout` for a close, even one that ignores its cancellation (aio-pika's
+    robust objects while they reconnect): the process must be able to exit. Returns what
+    went wrong: the close's own exception, a TimeoutError when it did not end in time
+    (then it is cancelled), or None."""
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        return TimeoutError()
+    return None if task.cancelled() else task.exception()
 
 
 def _abort(connection: AbstractRobustConnection) -> None:

@@ -8,7 +8,6 @@ was sent (BrokerUnavailable) or the confirm did not come (PublishUncertain).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
@@ -19,7 +18,7 @@ from aio_pika.abc import AbstractChannel
 from pamqp.commands import Basic
 
 from .amqp_frames import CONTENT_ENCODING, CONTENT_TYPE
-from .broker import CONNECTION_ERRORS, Broker, BrokerUnavailable, PublishUncertain
+from .broker import CONNECTION_ERRORS, Broker, BrokerUnavailable, PublishUncertain, close_within
 from .models import Notification
 from .publish_pipeline import PublishPipeline
 
@@ -221,15 +220,10 @@ class Publisher:
         if pipeline is not None:
             pipeline.close()
         if channel is not None and not channel.is_closed:
-            # asyncio.wait, not wait_for: a close that ignores its cancellation (a robust
-            # channel while its connection reconnects) must not hold the process
-            closing = asyncio.ensure_future(channel.close())
-            done, _ = await asyncio.wait({closing}, timeout=timeout)
-            if not done:
-                closing.cancel()
-            elif not closing.cancelled():
-                with contextlib.suppress(*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError):
-                    closing.result()
+            problem = await close_within(channel.close(), timeout)
+            expected = (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError, RuntimeError)
+            if problem is not None and not isinstance(problem, expected):
+                raise problem
 
 
 HELD_RETRY_FIRST = 0.5
