@@ -33,6 +33,7 @@ from ..ledger.queries import (
     Page,
     decode_cursor,
     get_notification,
+    json_default,
     list_notifications,
 )
 from ..logs import mask_phone_numbers
@@ -299,7 +300,4 @@ def _iso(at: datetime) -> str:
 def dumps(value: Any) -> str:
     """JSON as GET /notifications and GET /notify/{id} answer it: ISO times in UTC
     (`…+00:00`), the text as it is (no \\u escapes); indented, for reading."""
-
-    from ..ledger.queries import json_default
-
     return json.dumps(value, default=json_default, ensure_ascii=False, indent=2)
