@@ -29,7 +29,7 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -277,7 +277,7 @@ class HttpClient:
         method: str,
         url: str,
         *,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> HttpResponse:
         """Send one request and read its whole answer.
@@ -322,7 +322,7 @@ class HttpClient:
             raise HttpRequestError(f"{type(exc).__name__}: {exc}", sent=sent) from exc
         finally:
             if conn is not None:
-                self._release(target.origin, conn)
+                self._release(origin, conn)
         return response
 
     async def close(self) -> None:
@@ -342,15 +342,14 @@ class HttpClient:
         self,
         method: str,
         target: _Target,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        headers: Mapping[str, str] | None,
         body: bytes,
     ) -> bytes:
-        items = headers.items() if isinstance(headers, Mapping) else headers
         lines = [
             f"{method} {target.request_target} HTTP/1.1\r\nHost: {target.host_header}\r\n"
             f"User-Agent: {self.user_agent}\r\nAccept: */*\r\n"
         ]
-        lines.extend(_header_line(name, value) for name, value in items)
+        lines.extend(_header_line(name, value) for name, value in (headers or {}).items())
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
@@ -397,7 +396,7 @@ class HttpClient:
                 if waiter.done() and not waiter.cancelled():
                     late = waiter.result()
                     if late is not None:  # handed over just as we were cancelled
-                        self._release(key, late)
+                        self._release(origin, late)
                 raise
             if handed is not None:
                 return handed
@@ -420,10 +419,9 @@ class HttpClient:
             )
         return conn
 
-    def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
-        origin = self._origins.get(key)
+    def _release(self, origin: _Origin, conn: _Connection) -> None:
         answer = conn.answer
-        if origin is None or self._closed:  # closed meanwhile
+        if self._closed:  # closed meanwhile
             conn.close()
             return
         answered = (
